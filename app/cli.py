@@ -1,0 +1,133 @@
+"""The ``qaworker`` command line (PROTOCOL.md §2.5 plus our own sub-commands).
+
+    qaworker [run] [options]          run the worker (the options of the Perl worker + ours)
+    qaworker check-config [options]   print the effective settings per slot, secrets masked
+    qaworker demo [--no-ui] [--slots N] [--duration S]
+    qaworker mockweb --port N [--data-dir D]
+
+A configuration error is one line ``qaworker: <message>`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from backend.config import CliOptions, ConfigError, WorkerConfig, format_masked, load_config, masked
+
+PROG = "qaworker"
+COMMANDS = ("run", "check-config", "demo", "mockweb")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``check-config``: everything that changes the configuration."""
+    add = parser.add_argument
+    add("--host", help="web UI host(s), space separated; overrides HOST")
+    add("--apikey", help="API key; overrides OPENQA_API_KEY and client.conf")
+    add("--apisecret", help="API secret; overrides OPENQA_API_SECRET and client.conf")
+    add("--instance", type=int, metavar="N", help="slot number (default 1)")
+    add("--instances", metavar="SPEC", help="several slots in one process, e.g. 1-4 or 1,3")
+    add("--isotovideo", metavar="PATH", help="isotovideo to run (default /usr/bin/isotovideo)")
+    add("--no-cleanup", action="store_true", help="do not clean the pool directory")
+    add("--verbose", "-v", "--debug", "-d", action="store_true", dest="verbose", help="LOG_LEVEL=debug")
+    add("--config-dir", type=Path, metavar="DIR",
+        help="read workers.ini/client.conf (+ drop-ins) only from DIR")
+    add("--log-format", choices=("text", "json"), default="text")
+    add("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on this port")
+    add("--metrics-address", default="127.0.0.1", metavar="ADDR", help="metrics bind address")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="An openQA worker on asyncio with a live dashboard.",
+        epilog="other commands: check-config, demo, mockweb (see 'qaworker COMMAND --help')")
+    _add_config_options(parser)
+    parser.add_argument("--no-ui", action="store_true", help="headless: log lines instead of the dashboard")
+    return parser
+
+
+def check_config_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} check-config",
+        description="Print the effective settings per slot (secrets masked) and exit; exit 2 on errors.")
+    _add_config_options(parser)
+    return parser
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"{PROG} demo",
+                                     description="Run the worker against a built-in mock web UI.")
+    parser.add_argument("--no-ui", action="store_true")
+    parser.add_argument("--slots", type=int, default=2, metavar="N")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    return parser
+
+
+def mockweb_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"{PROG} mockweb", description="Serve the mock openQA web UI.")
+    parser.add_argument("--port", type=int, required=True, metavar="N")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="D")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> CliOptions:
+    return CliOptions.parse(
+        host=args.host, apikey=args.apikey, apisecret=args.apisecret, instance=args.instance,
+        instances=args.instances, isotovideo=args.isotovideo, no_cleanup=args.no_cleanup,
+        verbose=args.verbose, config_dir=args.config_dir, log_format=args.log_format,
+        metrics_port=args.metrics_port, metrics_address=args.metrics_address)
+
+
+def cmd_run(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    config = load_config(options_from(args))
+    from app.run import run_worker  # lazily: the parser must work without the runtime
+
+    return run_worker(config, no_ui=args.no_ui)
+
+
+def cmd_check_config(argv: list[str]) -> int:
+    args = check_config_parser().parse_args(argv)
+    config: WorkerConfig = load_config(options_from(args))
+    print(format_masked(masked(config)))
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    args = demo_parser().parse_args(argv)
+    from app.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def cmd_mockweb(argv: list[str]) -> int:
+    args = mockweb_parser().parse_args(argv)
+    from backend.mockweb.server import serve_forever
+
+    try:
+        asyncio.run(serve_forever(port=args.port, data_dir=args.data_dir))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+HANDLERS = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo, "mockweb": cmd_mockweb}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # a plain "qaworker --host ..." runs the worker, like the Perl script
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
+    try:
+        return HANDLERS[command](argv)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""``qaworker demo``: the whole product on an embedded mock web UI, nothing to configure.
+
+Starts the bundled mock web UI on a free 127.0.0.1 port, runs three slots with the simulator as
+isotovideo and a small asset cache in a temporary directory, and keeps scheduling a realistic mix
+of jobs: passing, failing, softfailed, a long one that gets cancelled, a chained sequence, one
+with an asset download, a live-log viewer and a developer session coming and going, and a spell
+of high load that makes the slots report ``broken`` until it passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from backend.config import HostConfig, SlotConfig, WorkerConfig
+from backend.mockweb.server import MockWebUI
+from backend.worker import Worker
+
+log = logging.getLogger("qaworker.demo")
+
+DEMO_KEY = "DEMODEMODEMODEMO"
+DEMO_SECRET = "0123456789ABCDEF"
+
+
+def simulator_command(workdir: Path) -> str:
+    installed = Path(sys.executable).parent / "qaworker-simulator"
+    if installed.exists():
+        return str(installed)
+    wrapper = workdir / "qaworker-simulator"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m backend.engine.simulator \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def demo_config(workdir: Path, url: str, slots: int, first_instance: int) -> WorkerConfig:
+    prjdir = workdir / "openqa"
+    share = prjdir / "share"
+    (share / "tests").mkdir(parents=True, exist_ok=True)
+    loadavg = workdir / "loadavg"
+    loadavg.write_text("0.10 0.10 0.10 1/100 1\n")
+    host = HostConfig(configured=url, base_url=url, api_key=DEMO_KEY, api_secret=DEMO_SECRET, share_dir=share)
+    slot_configs = []
+    for instance in range(first_instance, first_instance + slots):
+        settings = {"WORKER_CLASS": "qemu_x86_64,demo", "WORKER_HOSTNAME": "127.0.0.1", "RETRY_DELAY": "1",
+                    "RETRY_DELAY_IF_WEBUI_BUSY": "2", "CRITICAL_LOAD_AVG_THRESHOLD": "40",
+                    "QAWORKER_LOADAVG_FILE": str(loadavg), "QAWORKER_STOP_GRACE": "5",
+                    "QAWORKER_POOL_MIN_FREE_MB": "0"}
+        slot_configs.append(SlotConfig(instance=instance, settings=settings, hosts=[host],
+                                       pool_dir=prjdir / "pool" / str(instance)))
+    return WorkerConfig(slots=slot_configs, isotovideo=simulator_command(workdir), prjdir=prjdir,
+                        cache_dir=workdir / "cache", cache_limit_gib=1.0,
+                        env={"OPENQA_WORKER_CONNECT_INTERVAL": "2"})
+
+
+def _job(name: str, **settings: str) -> dict[str, str]:
+    base = {"DISTRI": "demo", "VERSION": "1", "FLAVOR": "sim", "ARCH": "x86_64", "BUILD": "42",
+            "TEST": name, "MACHINE": "sim64", "WORKER_CLASS": "demo", "SIM_SCREENSHOT_SIZE": "320x240",
+            "SIM_MODULE_SECONDS": "1.5", "NAME": f"demo-{name}"}
+    return {**base, **settings}
+
+
+class DemoFeeder:
+    """Keeps the mock web UI busy with a realistic mix of jobs."""
+
+    def __init__(self, web: MockWebUI, worker: Worker, loadavg: Path) -> None:
+        self.web = web
+        self.worker = worker
+        self.loadavg = loadavg
+        self.rng = random.Random(4)
+
+    async def run(self) -> None:
+        self.web.add_asset("hdd", "demo-disk.qcow2", size=8 * 1024 * 1024)
+        scenario = [self.passing, self.failing, self.softfail, self.with_asset, self.chain, self.cancelled,
+                    self.live_viewer, self.developer, self.passing, self.broken_spell]
+        round_no = 0
+        while True:
+            for step in scenario:
+                await self._wait_for_capacity()
+                await step(round_no)
+                await asyncio.sleep(1.0)
+            round_no += 1
+
+    async def _wait_for_capacity(self) -> None:
+        def queued() -> int:
+            return sum(1 for j in self.web.jobs.values() if j.state == "scheduled")
+        while queued() >= 2:
+            await asyncio.sleep(0.5)
+
+    async def passing(self, n: int) -> None:
+        self.web.schedule_job(_job(f"textmode-{n}", SIM_MODULES="boot,installer,partitioning,first_boot,console"))
+
+    async def failing(self, n: int) -> None:
+        self.web.schedule_job(_job(f"kde-{n}", SIM_MODULES="boot,desktop,firefox,shutdown",
+                                   SIM_FAIL_MODULE="firefox"))
+
+    async def softfail(self, n: int) -> None:
+        self.web.schedule_job(_job(f"gnome-{n}", SIM_MODULES="boot,gnome,nautilus,shutdown",
+                                   SIM_SOFTFAIL_MODULE="nautilus"))
+
+    async def with_asset(self, n: int) -> None:
+        self.web.schedule_job(_job(f"upgrade-{n}", HDD_1="demo-disk.qcow2", SIM_MODULES="boot,zypper_up,reboot"),
+                              assets={"hdd": ["demo-disk.qcow2"]})
+
+    async def chain(self, n: int) -> None:
+        self.web.schedule_chain([_job(f"create_hdd-{n}", SIM_MODULES="boot,install"),
+                                 _job(f"extra_tests-{n}", SIM_MODULES="boot,console"),
+                                 _job(f"yast-{n}", SIM_MODULES="boot,yast2")])
+
+    async def cancelled(self, n: int) -> None:
+        job_id = self.web.schedule_job(_job(f"long-{n}", SIM_MODULES="boot,stress,memtest,shutdown",
+                                            SIM_MODULE_SECONDS="8"))
+        asyncio.get_running_loop().create_task(self._cancel_later(job_id, 14))
+
+    async def _cancel_later(self, job_id: int, delay: float) -> None:
+        with contextlib.suppress(Exception):
+            await self.web.wait_for(lambda: self.web.jobs[job_id].state == "running", 120)
+            await asyncio.sleep(delay)
+            if self.web.jobs[job_id].state == "running":
+                self.web.cancel_job(job_id)
+
+    async def live_viewer(self, n: int) -> None:
+        job_id = self.web.schedule_job(_job(f"livelog-{n}", SIM_MODULES="boot,welcome,login,console,logout",
+                                            SIM_MODULE_SECONDS="3"))
+        asyncio.get_running_loop().create_task(self._viewer(job_id))
+
+    async def _viewer(self, job_id: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.web.wait_for(lambda: self.web.jobs[job_id].state == "running", 120)
+            worker_id = self.web.jobs[job_id].assigned_worker_id
+            await self.web.send_ws(worker_id, {"type": "livelog_start", "jobid": job_id})
+            await asyncio.sleep(8)
+            await self.web.send_ws(worker_id, {"type": "livelog_stop", "jobid": job_id})
+
+    async def developer(self, n: int) -> None:
+        job_id = self.web.schedule_job(_job(f"devmode-{n}", SIM_MODULES="boot,needle_check,console",
+                                            SIM_PAUSE="needle_check", SIM_PAUSE_SECONDS="6", SIM_MODULE_SECONDS="2"))
+        asyncio.get_running_loop().create_task(self._developer(job_id))
+
+    async def _developer(self, job_id: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.web.wait_for(lambda: self.web.jobs[job_id].state == "running", 120)
+            worker_id = self.web.jobs[job_id].assigned_worker_id
+            await self.web.send_ws(worker_id, {"type": "developer_session_start", "jobid": job_id})
+            await self.web.send_ws(worker_id, {"type": "livelog_start", "jobid": job_id})
+
+    async def broken_spell(self, n: int) -> None:
+        """High load for a while: idle slots report broken and come back by themselves."""
+        await asyncio.to_thread(self.loadavg.write_text, "95.00 60.00 30.00 9/300 1\n")
+        await asyncio.sleep(15)
+        await asyncio.to_thread(self.loadavg.write_text, "0.10 0.10 0.10 1/100 1\n")
+
+
+async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Path) -> int:
+    from app.run import main_async
+
+    web = MockWebUI(workdir / "webui", api_key=DEMO_KEY, api_secret=DEMO_SECRET)
+    await web.start()
+    config = demo_config(workdir, web.url, slots, first_instance=1)
+    worker = Worker(config)
+    feeder = DemoFeeder(web, worker, workdir / "loadavg")
+    tasks = [feeder.run()]
+    if duration:
+        tasks.append(_stop_after(worker, duration))
+    print(f"qaworker demo: mock web UI at {web.url} (key {DEMO_KEY}), {slots} slots, data in {workdir}",
+          file=sys.stderr)
+    try:
+        return await main_async(config, no_ui=no_ui, worker=worker, extra_tasks=tuple(tasks))
+    finally:
+        await web.stop()
+
+
+async def _stop_after(worker: Worker, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    worker.quit()
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    no_ui = bool(getattr(args, "no_ui", False))
+    slots = int(getattr(args, "slots", 3) or 3)
+    duration = getattr(args, "duration", None)
+    workdir = Path(tempfile.mkdtemp(prefix="qaworker-demo-"))
+    try:
+        return asyncio.run(run_demo(no_ui, slots, duration, workdir))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""Logging for the headless face (PROTOCOL.md §19.3, ANCHORS.md §D.2).
+
+* text: ``[2026-01-02T03:04:05.678Z] [info] message``; under systemd (``JOURNAL_STREAM`` names our
+  stream) ``<6>[info] message`` — journald adds the time and takes the priority from ``<N>``.
+* json: one object per line with ts, level, logger, message and any ``extra`` fields (instance,
+  job_id, host, event, ...).
+* ``SecretMask`` replaces every registered secret (``add_secret``) with ``***`` — API secrets never
+  reach a log, not even inside a traceback.
+* ``RateLimit`` lets the same message through at most once per ``interval`` seconds and reports how
+  often it was suppressed (fault 25: a full disk logged the same error every 0.2 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+MASK = "***"
+_MIN_SECRET_LEN = 4  # shorter "secrets" would mangle ordinary words
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+# Attributes every LogRecord has; anything else came in through ``extra=``.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                    logging.CRITICAL: 2}
+
+
+def add_secret(secret: str | None) -> None:
+    """Register a secret (an API secret, a password) that must never appear in a log line."""
+    if secret and len(secret) >= _MIN_SECRET_LEN:
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def clear_secrets() -> None:
+    with _secrets_lock:
+        _secrets.clear()
+
+
+def mask(text: str) -> str:
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)  # longest first: overlapping secrets
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class SecretMask(logging.Filter):
+    """Renders the message (and traceback) of a record and masks registered secrets in them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _secrets:
+            return True
+        message = record.getMessage()
+        masked = mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask(record.exc_text)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, key, mask(value))
+        return True
+
+
+class RateLimit(logging.Filter):
+    """The same (logger, level, message) at most once per ``interval``; the next one that passes
+    says how many were suppressed in between: ``... (repeated 1234 times)``."""
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 2048) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._max_keys = max_keys
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}  # key -> [last_emitted, suppressed]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        key = (record.name, record.levelno, message)
+        now = self._clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self.interval:
+                entry[1] += 1
+                return False
+            suppressed = int(entry[1]) if entry is not None else 0
+            self._seen[key] = [now, 0]
+            if len(self._seen) > self._max_keys:
+                self._prune(now)
+        if suppressed:
+            record.msg, record.args = f"{message} (repeated {suppressed} times)", None
+        return True
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, (last, _n) in self._seen.items() if now - last >= self.interval]:
+            del self._seen[key]
+
+
+def _level_name(record: logging.LogRecord) -> str:
+    return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, journald: bool) -> None:
+        super().__init__()
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"[{_level_name(record)}] {record.getMessage()}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text = f"{text}\n{record.exc_text}"
+        if self.journald:
+            prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
+            # journald reads the prefix per line; continuation lines keep the record's priority.
+            return "\n".join(f"<{prio}>{line}" for line in text.split("\n"))
+        return f"[{_utc(record.created)}] {text}"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {"ts": _utc(record.created), "level": _level_name(record),
+                                "logger": record.name, "message": record.getMessage()}
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc"] = record.exc_text
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def under_journald(stream: IO[str]) -> bool:
+    """True when ``stream`` is the journal stream systemd gave us (``JOURNAL_STREAM=dev:inode``)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return True  # no descriptor to compare (a test stream): trust the variable
+    return value == f"{st.st_dev}:{st.st_ino}"
+
+
+def setup_logging(level: int | str = logging.INFO, fmt: str = "text", stream: IO[str] | None = None,
+                  journald_prefix: bool | None = None, rate_interval: float = 1.0) -> logging.Handler:
+    """Install the one root handler of the headless face (replacing a previous one); return it.
+
+    ``journald_prefix=None`` decides from ``JOURNAL_STREAM``.
+    """
+    stream = sys.stderr if stream is None else stream
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
+    if journald_prefix is None:
+        journald_prefix = under_journald(stream)
+    handler = logging.StreamHandler(stream)
+    handler.set_name("qaworker")
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(journald_prefix))
+    handler.addFilter(SecretMask())
+    handler.addFilter(RateLimit(rate_interval))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "qaworker"]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler

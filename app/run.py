@@ -1,0 +1,121 @@
+"""Run the worker with a face: the Textual dashboard, or headless (``--no-ui``, systemd).
+
+The backend runs in its own task and outlives the dashboard: if the UI crashes or loses its
+terminal, the worker falls back to headless logging and keeps running its jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from backend.config import WorkerConfig
+from backend.worker import Worker
+
+log = logging.getLogger("qaworker")
+
+
+def run_worker(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "text",
+               metrics_port: int | None = None, metrics_address: str = "127.0.0.1") -> int:
+    try:
+        return asyncio.run(main_async(config, no_ui=no_ui, log_format=log_format, metrics_port=metrics_port,
+                                      metrics_address=metrics_address))
+    except KeyboardInterrupt:
+        return 130
+
+
+def want_ui(no_ui: bool) -> bool:
+    return not no_ui and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def tui_log_path(config: WorkerConfig) -> Path:
+    log_dir = (config.slots[0].settings.get("LOG_DIR") if config.slots else None) or os.environ.get("XDG_STATE_HOME")
+    base = Path(log_dir) if log_dir else Path.home() / ".local" / "state" / "qaworker"
+    base.mkdir(parents=True, exist_ok=True)
+    return base / "qaworker.log"
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, worker.quit)
+    loop.add_signal_handler(signal.SIGINT, worker.quit)
+    loop.add_signal_handler(signal.SIGHUP, worker.drain)
+
+
+async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "text",
+                     metrics_port: int | None = None, metrics_address: str = "127.0.0.1",
+                     worker: Worker | None = None, extra_tasks: tuple = ()) -> int:
+    from app.logsetup import add_secret, setup_logging
+
+    ui = want_ui(no_ui)
+    level = logging.DEBUG if config.verbose else logging.INFO
+    if ui:
+        stream = tui_log_path(config).open("a", buffering=1)
+        setup_logging(level, log_format, stream=stream)
+    else:
+        setup_logging(level, log_format)
+    for slot in config.slots:
+        for host in slot.hosts:
+            if host.api_secret:
+                add_secret(host.api_secret)
+
+    metrics = None
+    if metrics_port is not None:
+        from backend.metrics import Metrics
+
+        metrics = Metrics()
+    worker = worker or Worker(config, request_observer=metrics.observe_request if metrics else None)
+    background: list[asyncio.Task] = []
+    server = None
+    if metrics is not None:
+        from backend.metrics import loop_lag_probe, serve_metrics
+
+        worker.bus.add_listener(metrics.observe_event)
+        server = await serve_metrics(metrics, metrics_address, metrics_port)
+        background.append(asyncio.create_task(loop_lag_probe(metrics)))
+    background += [asyncio.create_task(t) for t in extra_tasks]
+    install_signal_handlers(worker)
+    worker_task = asyncio.create_task(worker.run(), name="worker")
+    try:
+        if ui:
+            await _run_tui_with_fallback(worker, log_format)
+        else:
+            from app.headless import run_headless
+
+            await run_headless(worker, log_format=log_format)
+        return await worker_task
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if server is not None:
+            await server.close()
+
+
+async def _run_tui_with_fallback(worker: Worker, log_format: str) -> None:
+    from app.headless import run_headless
+
+    try:
+        from app.tui import QaworkerApp
+
+        app = QaworkerApp(worker)
+        await app.run_async()
+        install_signal_handlers(worker)  # Textual may have replaced them on exit
+        if worker._stopped.is_set():
+            return
+        if app.return_code not in (None, 0):
+            log.error("the dashboard lost its terminal; continuing headless")
+        elif not worker.stopping:
+            worker.quit()  # the user quit the dashboard: quit the worker
+    except Exception:
+        log.exception("the dashboard crashed; continuing headless")
+        install_signal_handlers(worker)
+    # Log to stderr from here on: the terminal is ours again.
+    from app.logsetup import setup_logging
+
+    setup_logging(logging.DEBUG if worker.config.verbose else logging.INFO, log_format)
+    await run_headless(worker, log_format=log_format)

@@ -1,0 +1,465 @@
+"""The Textual dashboard. The runtime (real Worker or a scripted fake) is injected; the app only
+subscribes to ``runtime.bus`` and calls the runtime's small synchronous command API.
+
+Data flow: bus event → pump worker (keeps the log tails in event order) → Textual message (high-rate
+ones coalesce via ``can_replace``) → a throttled render (≤ 10×/s) from ``runtime.view`` in
+``batch_update()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import termios
+import time
+from collections.abc import Callable
+from functools import partial
+
+from rich.console import RenderableType
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Static
+
+from backend import events as ev
+from backend.api import Runtime
+from backend.events import Subscription
+from backend.state import WorkerView
+from widgets.cache import CachePanel, cache_text
+from widgets.connection import ConnectionBar, StopBanner
+from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
+from widgets.job import SlotDetail
+from widgets.logtail import LogBuffers, LogTail
+from widgets.slots import SlotTable
+
+log = logging.getLogger(__name__)
+
+RC_TERMINAL_LOST = 75  # EX_TEMPFAIL: the terminal went away; the caller goes on headless
+RENDER_INTERVAL = 0.1  # at most ~10 renders per second, however busy the bus is
+NARROW_WIDTH = 120
+TERMINAL_CHECK_INTERVAL = 2.0
+
+# Events that arrive in bursts; only the newest of each key matters because we render from the view.
+_NOISY = (ev.JobProgress, ev.UploadProgress, ev.CacheProgress, ev.CacheTotals, ev.LogLines, ev.LiveViewers)
+
+
+class BackendEvent(Message, bubble=False):
+    """One backend event, delivered to the app."""
+
+    def __init__(self, event: ev.Event) -> None:
+        self.event = event
+        super().__init__()
+
+
+class NoisyEvent(BackendEvent):
+    """A high-rate event: a newer one with the same key replaces a queued older one."""
+
+    def __init__(self, event: ev.Event) -> None:
+        super().__init__(event)
+        self.key = (type(event).__name__, getattr(event, "instance", None), getattr(event, "job_id", None),
+                    getattr(event, "key", None))
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, NoisyEvent) and message.key == self.key
+
+
+def to_message(event: ev.Event) -> BackendEvent:
+    return NoisyEvent(event) if isinstance(event, _NOISY) else BackendEvent(event)
+
+
+def terminal_alive() -> bool:
+    """False once our controlling terminal is gone (SSH drop, closed window): not a tty, or EIO."""
+    try:
+        fd = sys.__stdin__.fileno() if sys.__stdin__ is not None else -1
+        if fd < 0 or not os.isatty(fd):
+            return False
+        termios.tcgetattr(fd)
+    except (OSError, ValueError, termios.error):
+        return False
+    return True
+
+
+class ViewScreen(Screen):
+    """A screen that shows part of the worker view; the app calls ``show_view`` on every render."""
+
+    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+        raise NotImplementedError
+
+
+class DashboardScreen(ViewScreen):
+    """The main screen: connection bar, slot table, selected slot detail, cache panel."""
+
+    def compose(self) -> ComposeResult:
+        yield ConnectionBar(id="connection")
+        yield StopBanner(id="banner")
+        yield SlotTable(id="slots")
+        yield SlotDetail(id="detail")
+        yield CachePanel(id="cache")
+        yield Footer()
+
+    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+        narrow = self.has_class("narrow")
+        self.query_one(ConnectionBar).show(view, now)
+        self.query_one(StopBanner).show(view)
+        self.query_one(SlotTable).show(view, now, narrow)
+        slot = view.slots.get(selected) if selected is not None else None
+        self.query_one(SlotDetail).show(slot, now, logs)
+        self.query_one(CachePanel).show(view.cache, 1 if narrow else 3, 30 if narrow else 50)
+
+
+class DetailScreen(ViewScreen):
+    """Full-screen detail of one slot (enter)."""
+
+    BINDINGS = [Binding("escape,enter", "app.pop_screen", "Back")]
+
+    def __init__(self, instance: int) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def compose(self) -> ComposeResult:
+        yield SlotDetail(classes="full")
+        yield Footer()
+
+    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+        self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs)
+
+
+class CacheScreen(ViewScreen):
+    """Every download in flight with the jobs waiting on it (c)."""
+
+    BINDINGS = [Binding("escape,c", "app.pop_screen", "Back")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="cache-full"):
+            yield Static(id="cache-text")
+        yield Footer()
+
+    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+        self.query_one("#cache-text", Static).update(cache_text(view.cache, None, 70))
+
+
+# (palette title, action, help)
+_PALETTE: tuple[tuple[str, str, str], ...] = (
+    ("Drain: stop after the current jobs", "drain", "Take no new jobs; exit when the running ones end"),
+    ("Abort the selected job", "abort", "Stop the selected slot's job (asks first)"),
+    ("Quit", "request_quit", "Quit now or drain when jobs are running"),
+    ("Follow log: toggle auto-scroll", "toggle_follow", "Keep the log tail scrolled to the newest line"),
+    ("Cache view", "cache", "Cache usage and downloads in flight"),
+    ("Slot detail", "detail", "Full-screen detail of the selected slot"),
+    ("Help: keys and signals", "help", "What every key does"),
+)
+
+
+class QaworkerCommands(Provider):
+    """The dashboard actions in the command palette (ctrl+p)."""
+
+    def _run(self, action: str) -> None:
+        getattr(self.app, f"action_{action}")()
+
+    async def discover(self) -> Hits:
+        for title, action, help_text in _PALETTE:
+            yield DiscoveryHit(title, partial(self._run, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, action, help_text in _PALETTE:
+            if (score := matcher.match(title)) > 0:
+                yield Hit(score, matcher.highlight(title), partial(self._run, action), help=help_text)
+
+
+class QaworkerApp(App[int]):
+    """The dashboard. ``runtime`` implements backend.api.Runtime; ``clock`` is injectable for snapshots."""
+
+    CSS_PATH = "qaworker.tcss"
+    TITLE = "qaworker"
+    COMMANDS = App.COMMANDS | {QaworkerCommands}
+    BINDINGS = [
+        Binding("q", "request_quit", "Quit"),
+        Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
+        Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
+        Binding("d", "drain", "Drain"),
+        Binding("a", "abort", "Abort job"),
+        Binding("l", "toggle_follow", "Follow log"),
+        Binding("c", "cache", "Cache"),
+        Binding("enter", "detail", "Detail", show=False),
+        Binding("question_mark", "help", "Help"),
+    ]
+    _DIALOG_ACTIONS = frozenset({"drain", "abort", "toggle_follow", "cache", "detail", "help"})
+
+    def __init__(self, runtime: Runtime, *, clock: Callable[[], float] = time.time,
+                 terminal_check: Callable[[], bool] | None = None) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.clock = clock
+        self.logs = LogBuffers()
+        self.selected: int | None = None
+        self._terminal_check = terminal_check
+        self._sub: Subscription | None = None
+        self._signals: list[int] = []
+        self._render_pending = False
+        self._last_render = 0.0
+
+    def get_default_screen(self) -> Screen:
+        return DashboardScreen(id="dashboard")
+
+    @property
+    def dashboard(self) -> DashboardScreen:
+        return self.screen_stack[0]  # type: ignore[return-value]
+
+    # ----- lifecycle -------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        # Subscribe and seed the log tails in one synchronous step, so no line is lost or doubled.
+        self._sub = self.runtime.bus.subscribe()
+        for slot in self.runtime.view.slots.values():
+            if slot.job is not None:
+                self.logs.add(slot.instance, slot.job.job_id, list(slot.job.log_tail))
+        self.run_worker(self._pump(self._sub), exit_on_error=False, group="events", name="event-pump")
+        self.run_worker(self._wait_stopped(), exit_on_error=False, group="lifetime", name="wait-stopped")
+        self._install_signal_handlers()
+        self.set_interval(1.0, self._schedule_render, name="clock")  # uptime / elapsed / retry countdowns
+        if self._terminal_check is not None or not self.is_headless:
+            self.set_interval(TERMINAL_CHECK_INTERVAL, self._check_terminal, name="tty-watchdog")
+        self._apply_width(self.size.width)
+        self.call_after_refresh(self._render_now)
+
+    def on_unmount(self) -> None:
+        self._remove_signal_handlers()
+        if self._sub is not None:
+            self._sub.close()
+
+    def _install_signal_handlers(self) -> None:
+        # Textual's Linux driver handles none of these; without them SIGTERM would kill us mid-screen.
+        loop = asyncio.get_running_loop()
+        handlers = {signal.SIGTERM: self._on_sigterm, signal.SIGINT: self._on_sigterm,
+                    signal.SIGHUP: self._on_sighup}
+        for sig, handler in handlers.items():
+            try:
+                loop.add_signal_handler(sig, handler)
+                self._signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or Windows
+                log.debug("cannot handle %s: %s", sig, exc)
+
+    def _remove_signal_handlers(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
+
+    def _on_sigterm(self) -> None:
+        log.info("SIGTERM/SIGINT: quitting")
+        self._command("quit", self.runtime.quit)
+
+    def _on_sighup(self) -> None:
+        # A hangup with a dead terminal is an SSH drop, not a request to drain: hand over to headless.
+        if not self._alive():
+            self._terminal_lost()
+            return
+        log.info("SIGHUP: draining")
+        self._command("drain", self.runtime.drain)
+
+    def _alive(self) -> bool:
+        return (self._terminal_check or terminal_alive)()
+
+    def _check_terminal(self) -> None:
+        if not self._alive():
+            self._terminal_lost()
+
+    def _terminal_lost(self) -> None:
+        log.warning("terminal lost; leaving the dashboard (return code %d)", RC_TERMINAL_LOST)
+        self.exit(RC_TERMINAL_LOST, return_code=RC_TERMINAL_LOST)
+
+    def panic(self, *renderables: RenderableType) -> None:
+        # The driver's input thread panics on EIO when the terminal vanishes: exit distinctly instead.
+        if not self.is_headless and not self._alive():
+            self._terminal_lost()
+            return
+        super().panic(*renderables)
+
+    async def _pump(self, sub: Subscription) -> None:
+        async for event in sub:
+            if isinstance(event, ev.LogLines):
+                self.logs.add(event.instance, event.job_id, event.lines)
+            self.post_message(to_message(event))
+
+    async def _wait_stopped(self) -> None:
+        code = await self.runtime.wait_stopped()
+        self.exit(code, return_code=code)
+
+    # ----- events → render -------------------------------------------------------------------------
+
+    def on_backend_event(self, message: BackendEvent) -> None:
+        event = message.event
+        match event:
+            case ev.Notice(level="warning" | "error"):
+                where = f"slot {event.instance}: " if event.instance is not None else ""
+                self.notify(where + event.message, severity="error" if event.level == "error" else "warning",
+                            timeout=8)
+            case ev.JobFinished():
+                bad = event.result not in ("passed", "softfailed")
+                reason = f" ({event.reason})" if event.reason else ""
+                self.notify(f"slot {event.instance}: job #{event.job_id} {event.result}{reason}",
+                            severity="warning" if bad else "information", timeout=6)
+            case ev.WorkerStopping():
+                self.notify("draining: no new jobs" if event.mode == "drain" else "quitting: stopping jobs",
+                            severity="warning")
+        self._schedule_render()
+
+    def on_noisy_event(self, message: NoisyEvent) -> None:
+        self._schedule_render()
+
+    def _schedule_render(self) -> None:
+        if self._render_pending:
+            return
+        self._render_pending = True
+        wait = self._last_render + RENDER_INTERVAL - time.monotonic()
+        if wait > 0:
+            self.set_timer(wait, self._render_now)
+        else:
+            self.call_later(self._render_now)
+
+    def _render_now(self) -> None:
+        self._render_pending = False
+        self._last_render = time.monotonic()
+        view, now = self.runtime.view, self.clock()
+        if self.selected not in view.slots:
+            self.selected = min(view.slots) if view.slots else None
+        try:
+            with self.batch_update():
+                for screen in self.screen_stack:
+                    if isinstance(screen, ViewScreen) and screen.is_mounted:
+                        screen.show_view(view, now, self.logs, self.selected)
+        except Exception:  # a rendering bug must not take the worker's dashboard down
+            log.exception("render failed")
+        live = {(s.instance, s.job.job_id) for s in view.slots.values() if s.job is not None}
+        self.logs.forget_except(live)
+
+    def on_resize(self) -> None:
+        self._apply_width(self.size.width)
+        self._schedule_render()
+
+    def _apply_width(self, width: int) -> None:
+        self.dashboard.set_class(width < NARROW_WIDTH, "narrow")
+
+    @on(SlotTable.Selected)
+    def _slot_selected(self, message: SlotTable.Selected) -> None:
+        if message.instance != self.selected:
+            self.selected = message.instance
+            self._schedule_render()
+
+    @on(SlotTable.RowSelected)
+    def _row_entered(self) -> None:
+        self.action_detail()
+
+    # ----- commands --------------------------------------------------------------------------------
+
+    def _command(self, name: str, func: Callable[..., object], *args: object) -> object:
+        """Call a runtime command; an error becomes a notification, never a crash."""
+        try:
+            return func(*args)
+        except Exception as exc:
+            log.exception("command %s failed", name)
+            self.notify(f"{name} failed: {exc}", severity="error", timeout=10)
+            return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # With a dialog open its keys win; the dashboard's other keys must not stack more dialogs.
+        if action in self._DIALOG_ACTIONS and isinstance(self.screen, ModalScreen):
+            return False
+        return True
+
+    def _running_jobs(self) -> int:
+        return self.runtime.view.running_jobs
+
+    def action_request_quit(self) -> None:
+        if isinstance(self.screen, QuitScreen):
+            return
+        view = self.runtime.view
+        if view.stopping == "quit":
+            self.notify("already quitting — waiting for the jobs to stop", severity="warning")
+            return
+        running = self._running_jobs()
+        if running == 0:
+            self._command("quit", self.runtime.quit)
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "quit":
+                self._command("quit", self.runtime.quit)
+            elif choice == "drain":
+                self._drain_now()
+
+        self.push_screen(QuitScreen(running), chosen)
+
+    def _drain_now(self) -> None:
+        if self.runtime.view.stopping:
+            self.notify(f"already {'draining' if self.runtime.view.stopping == 'drain' else 'quitting'}")
+            return
+        self._command("drain", self.runtime.drain)
+
+    def action_drain(self) -> None:
+        if self.runtime.view.stopping:
+            self._drain_now()
+            return
+        running = self._running_jobs()
+        question = (f"Take no new jobs and exit after the {running} running job{'s' if running != 1 else ''}?"
+                    if running else "No job is running: the worker will exit now.")
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._drain_now()
+
+        self.push_screen(ConfirmScreen("Drain this worker?", question, "Drain"), confirmed)
+
+    def action_abort(self) -> None:
+        instance = self.selected
+        slot = self.runtime.view.slots.get(instance) if instance is not None else None
+        if slot is None or slot.job is None:
+            self.notify(f"slot {instance} has no job to abort" if instance is not None else "no slot selected",
+                        severity="warning")
+            return
+        job = slot.job
+        question = (f"Abort job #{job.job_id} {job.name} on slot {instance}? "
+                    "It stops now and ends incomplete.")
+        if job.developer_session:
+            question += "\nA developer session is open on this job!"
+
+        def confirmed(yes: bool | None) -> None:
+            if yes and instance is not None:
+                if self._command(f"abort slot {instance}", self.runtime.abort_job, instance) is False:
+                    self.notify(f"slot {instance} has no job any more", severity="warning")
+
+        self.push_screen(ConfirmScreen("Abort job?", question, "Abort job", danger=True), confirmed)
+
+    def action_toggle_follow(self) -> None:
+        tails = list(self.screen.query(LogTail))
+        for tail in tails:
+            on_ = tail.toggle_follow()
+            self.notify(f"log follow {'on' if on_ else 'off'}", timeout=2)
+
+    def action_cache(self) -> None:
+        if isinstance(self.screen, CacheScreen):
+            self.pop_screen()
+            return
+        self.push_screen(CacheScreen())
+        self.call_after_refresh(self._render_now)
+
+    def action_detail(self) -> None:
+        if self.selected is None or isinstance(self.screen, DetailScreen):
+            return
+        self.push_screen(DetailScreen(self.selected))
+        self.call_after_refresh(self._render_now)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+

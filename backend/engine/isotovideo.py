@@ -1,0 +1,219 @@
+"""Starting and stopping isotovideo (PROTOCOL.md §11) and checking for a leftover QEMU (§7 check 2).
+
+isotovideo runs in its own session and process group, with cwd = pool dir, stdout+stderr appended
+to ``autoinst-log.txt`` and an environment marker that every descendant inherits. Stopping sends
+SIGTERM to the group once, waits (without polling), SIGKILLs the group and then sweeps every process
+still carrying the marker or living in the pool dir (see ``procs``), so nothing of a job survives it.
+
+``isotovideo`` (the configured path, ``--isotovideo``) may be an executable path or, when no such
+file exists, a command line such as ``"/venv/bin/python -m backend.engine.simulator"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import psutil
+
+from backend.engine import procs
+from backend.engine.procs import MARKER_ENV, set_child_subreaper
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "IsotovideoProcess",
+    "build_command",
+    "detect_interface_version",
+    "new_marker",
+    "qemu_still_running",
+    "set_child_subreaper",
+    "sweep_job_processes",
+]
+
+VERSION_TIMEOUT = 30.0
+_INTERFACE_RE = re.compile(rb"interface v(\d+)")
+# Perl's exec() hands a string to /bin/sh when it contains one of these (perl doio.c).
+_SHELL_METACHARS = set("$&*(){}[]'\";\\|?<>~`\n")
+_ENV_ASSIGN_RE = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def new_marker() -> str:
+    """A unique per-job value for QAWORKER_JOB_MARKER."""
+    return f"qaworker-{uuid.uuid4().hex}"
+
+
+def _is_perl_script(path: Path) -> bool:
+    """True for a perl script: perl shebang, .pl/.pm, or a non-executable file without shebang."""
+    if path.suffix in (".pl", ".pm"):
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(128)  # a tiny read, fine on the loop
+    except OSError:
+        return False
+    if head.startswith(b"#!"):
+        return b"perl" in head.split(b"\n", 1)[0]
+    return path.suffix == "" and not os.access(path, os.X_OK)
+
+
+def _base_argv(isotovideo: str) -> list[str]:
+    """How to exec the configured isotovideo: ``perl <path>``, ``<path>`` or a split command line."""
+    path = Path(isotovideo)
+    if not path.exists() and any(c.isspace() for c in isotovideo):
+        return shlex.split(isotovideo)
+    return ["perl", isotovideo] if _is_perl_script(path) else [isotovideo]
+
+
+def needs_shell(command: str) -> bool:
+    return any(c in _SHELL_METACHARS for c in command) or bool(_ENV_ASSIGN_RE.match(command))
+
+
+def build_command(isotovideo: str, settings: dict[str, str]) -> tuple[list[str], bool]:
+    """(argv, uses_shell) for a job. The job setting ISOTOVIDEO overrides the configured binary."""
+    override = (settings.get("ISOTOVIDEO") or "").strip()
+    if override:
+        if needs_shell(override):
+            log.warning("job setting ISOTOVIDEO contains shell metacharacters, running via /bin/sh: %s",
+                        override)
+            return ["/bin/sh", "-c", override], True
+        log.info("job setting ISOTOVIDEO overrides the isotovideo command: %s", override)
+        return shlex.split(override), False
+    return [*_base_argv(isotovideo), "-d"], False
+
+
+async def detect_interface_version(isotovideo: str) -> int:
+    """The isotovideo interface version from ``--version``; 0 when unknown or failing."""
+    argv = [*_base_argv(isotovideo), "--version"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    except OSError as exc:
+        log.warning("cannot run %s --version: %s", isotovideo, exc)
+        return 0
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), VERSION_TIMEOUT)
+    except TimeoutError:
+        log.warning("%s --version did not answer within %.0f s", isotovideo, VERSION_TIMEOUT)
+        _killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return 0
+    match = _INTERFACE_RE.search(out or b"")
+    return int(match.group(1)) if match else 0
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _job_env(env: dict[str, str], pool_dir: Path, marker: str) -> dict[str, str]:
+    """The worker's environment + ``env``, adjusted like the classic worker does (§11.1)."""
+    full = {**os.environ, **env}
+    full.pop("MOJO_MAX_MESSAGE_SIZE", None)
+    full["TMPDIR"] = str(pool_dir / "tmp")
+    full["PERL5OPT"] = ""
+    full[MARKER_ENV] = marker
+    return full
+
+
+def _open_log(log_path: Path) -> int:
+    return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+class IsotovideoProcess:
+    """One running isotovideo (or simulator) and everything it spawned."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, marker: str, pool_dir: Path) -> None:
+        self._proc = proc
+        self.pid: int = proc.pid
+        self.marker = marker
+        self.pool_dir = pool_dir
+        self._stop_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, argv: list[str], *, pool_dir: Path, env: dict[str, str], log_path: Path,
+                    marker: str) -> IsotovideoProcess:
+        """Spawn ``argv`` in its own session. ``env`` is added to the worker's own environment."""
+        (pool_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        fd = await asyncio.to_thread(_open_log, log_path)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=pool_dir,
+                env=_job_env(env, pool_dir, marker), start_new_session=True)
+        finally:
+            os.close(fd)
+        procs.register_asyncio_child(proc.pid)
+        log.info("started isotovideo (pid %d): %s", proc.pid, shlex.join(argv))
+        return cls(proc, marker, pool_dir)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        """The exit status (negative signal number when killed by a signal)."""
+        rc = await self._proc.wait()
+        procs.unregister_asyncio_child(self.pid)
+        return rc
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """TERM the group once, KILL it after ``grace``, then sweep all job processes. Idempotent."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop(grace))
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self, grace: float) -> None:
+        if self._proc.returncode is None:
+            log.info("stopping isotovideo (pid %d) with SIGTERM to its process group", self.pid)
+            _killpg(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+            except TimeoutError:
+                log.warning("isotovideo (pid %d) still running after %.0f s, sending SIGKILL", self.pid, grace)
+        # Whatever is left in the group (also after a natural exit) gets SIGKILL, as in §11.2.
+        _killpg(self.pid, signal.SIGKILL)
+        await self.wait()
+        await sweep_job_processes(self.marker, self.pool_dir, grace=min(grace, 5.0))
+
+
+async def sweep_job_processes(marker: str, pool_dir: Path, *, grace: float = 5.0) -> list[int]:
+    """Kill every leftover process of the job (marker, cwd in pool, qemu.pid). Returns their pids."""
+    killed = await asyncio.to_thread(procs.sweep, marker, pool_dir, grace)
+    if killed:
+        log.warning("killed %d leftover job process(es): %s", len(killed), killed)
+    return killed
+
+
+_QEMU_EXE_RE = re.compile(r"/qemu-[^/]+$")
+
+
+def qemu_still_running(pool_dir: Path) -> int | None:
+    """The pid from ``<pool>/qemu.pid`` if it is a live QEMU, else None (stale or no pid file)."""
+    pid = procs.read_pid_file(pool_dir / "qemu.pid")
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            exe = ""
+        if _QEMU_EXE_RE.search(exe.removesuffix(" (deleted)")) or proc.name().startswith("qemu"):
+            return pid
+    except psutil.Error:
+        return None
+    return None

@@ -1,0 +1,343 @@
+"""One job from acceptance to ``set_done`` (PROTOCOL.md §8.4, §9-§11, §14).
+
+A ``Job`` is owned by exactly one task (``run()``). Everything that wants it to end — the web UI
+(cancel/abort/obsolete/quit), the worker (quit), a timeout, a dead isotovideo, a failed upload —
+calls ``request_stop()``, and ``run()`` carries out the one stop sequence of §14.2. The final
+result and reason are decided in ``backend.job.outcome.decide``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from backend import events as ev
+from backend.config import HostConfig, SlotConfig
+from backend.engine import cmdsrv
+from backend.engine.isotovideo import IsotovideoProcess, build_command
+from backend.engine.watch import PoolWatcher
+from backend.events import EventBus
+from backend.job import outcome as oc
+from backend.job.joblog import JobLog
+from backend.job.setup import AssetProvider, SetupError, SetupInput, job_timeouts, ports_for, setup_job
+from backend.job.status import JobReporter, ReporterContext
+from backend.webui.client import ApiClient, ApiError
+from backend.webui.messages import JobInfo
+
+log = logging.getLogger(__name__)
+
+SETUP_HEARTBEAT_INTERVAL = 5.0
+
+
+class JobState(StrEnum):
+    NEW = "new"
+    ACCEPTING = "accepting"
+    ACCEPTED = "accepted"
+    SETUP = "setup"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class JobContext:
+    slot: SlotConfig
+    host: HostConfig
+    client: ApiClient
+    worker_id: int
+    livehandler_base: str
+    bus: EventBus
+    prjdir: Path
+    isotovideo: str
+    worker_hostname: str
+    image_pool: Executor
+    assets: AssetProvider | None = None
+    tests_dir_provider: Callable[[], Any] | None = None  # async () -> Path | None (cache test sync)
+    stop_grace: float = 30.0
+    on_state: Callable[[Job], None] | None = None  # the slot re-publishes slot state / worker_status
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: int
+    stop_reason: str
+    result: str
+    reason: str
+    ok: bool
+
+
+class Job:
+    def __init__(self, info: JobInfo, ctx: JobContext) -> None:
+        self.info = info
+        self.ctx = ctx
+        self.id = info.id
+        self.state = JobState.NEW
+        self.stop_request: oc.StopRequest | None = None
+        self._stop_event = asyncio.Event()
+        self.pool_dir = ctx.slot.pool_dir
+        self.settings = info.settings_str
+        self.max_setup_time, self.max_job_time = job_timeouts(self.settings)
+        self.process: IsotovideoProcess | None = None
+        self.log = JobLog(self.pool_dir, ctx.slot.instance, self.id)
+        self.marker = f"qaworker-{os.getpid()}-{ctx.slot.instance}-{self.id}-{time.monotonic_ns()}"
+        qemuport, _vnc = ports_for(ctx.slot.instance)
+        self.cmd_srv_url = f"http://localhost:{qemuport + 1}/{self.settings.get('JOBTOKEN', '')}"
+        self.reporter = JobReporter(ReporterContext(
+            client=ctx.client, job_id=self.id, worker_id=ctx.worker_id, instance=ctx.slot.instance,
+            pool_dir=self.pool_dir, settings=dict(self.settings), cmd_srv_url=self.cmd_srv_url,
+            worker_hostname=ctx.worker_hostname, livehandler_base=ctx.livehandler_base, bus=ctx.bus,
+            image_pool=ctx.image_pool, request_stop=self.request_stop))
+        self._started_at = time.monotonic()
+        self._tasks: list[asyncio.Task] = []
+
+    # -- commands from outside ---------------------------------------------------------------------
+
+    def request_stop(self, reason: str, detail: str = "") -> None:
+        """Ask the job to stop; the first request wins (later ones are logged)."""
+        if self.stop_request is not None:
+            log.debug("[job %d] already stopping (%s), ignoring %s", self.id, self.stop_request.reason, reason)
+            return
+        self.stop_request = oc.StopRequest(reason, detail)
+        self.log.note(f"Stopping job {self.id} ({reason}{': ' + detail if detail else ''})")
+        self._stop_event.set()
+
+    def set_live_viewers(self, count: int) -> None:
+        self.reporter.set_live_viewers(count)
+
+    def enable_developer_session(self) -> None:
+        self.reporter.enable_developer_session()
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in (JobState.SETUP, JobState.RUNNING)
+
+    def status_info(self) -> dict[str, Any]:
+        """The job object for worker_status (§6.2): as received, plus the command server URL."""
+        data = self.info.model_dump()
+        data["URL"] = self.cmd_srv_url
+        return data
+
+    # -- the owner task ------------------------------------------------------------------------------
+
+    async def run(self) -> JobOutcome:
+        try:
+            try:
+                await self._run_phases()
+            except Exception as exc:  # an unexpected bug must still end the job cleanly
+                log.exception("[job %d] unexpected error", self.id)
+                self.request_stop(oc.EXCEPTION, str(exc))
+            return await self._stop_sequence()
+        except asyncio.CancelledError:
+            # The worker gave up waiting (quit deadline): at least leave no process behind.
+            self.request_stop(oc.QUIT)
+            if self.process is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.process.stop(min(self.ctx.stop_grace, 5.0)))
+            raise
+
+    async def _run_phases(self) -> None:
+        self._set_state(JobState.SETUP)
+        self.log.autoinst(f"[{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}] +++ setup notes +++\n"
+                          f"Running on {os.uname().nodename}:{self.ctx.slot.instance} "
+                          f"({' '.join(os.uname()[i] for i in (0, 2, 3, 4))})")
+        result = await self._guarded(self._setup(), self.max_setup_time,
+                                     "timeout: setup exceeded MAX_SETUP_TIME", heartbeat=True)
+        if result is None:
+            return
+        self.reporter.ctx.settings = {k: str(v) for k, v in result.vars.items()}
+        if not await self._start_isotovideo(result.env):
+            return
+        self._set_state(JobState.RUNNING)
+        self.reporter.start()
+        watcher = PoolWatcher(self.pool_dir, self.reporter.trigger)
+        monitor = cmdsrv.CommandServerMonitor(_ws_url(self.cmd_srv_url), lambda _s: self.reporter.trigger())
+        self._tasks += [asyncio.create_task(watcher.run(), name=f"watch-{self.id}"),
+                        asyncio.create_task(monitor.run(), name=f"cmdsrv-{self.id}")]
+        assert self.process is not None
+        exit_code = await self._guarded(self.process.wait(), self.max_job_time,
+                                        "timeout: test execution exceeded MAX_JOB_TIME")
+        if exit_code is not None and self.stop_request is None:
+            self.log.autoinst(f"Isotovideo exit status: {exit_code}")
+            self.request_stop(oc.DONE if exit_code == 0 else oc.DIED)
+
+    async def _setup(self):
+        tests_dir = None
+        if self.ctx.tests_dir_provider is not None:
+            tests_dir = await self.ctx.tests_dir_provider(self)
+        inp = SetupInput(job=self.info.model_dump(), slot=self.ctx.slot, host=self.ctx.host,
+                         worker_id=self.ctx.worker_id, pool_dir=self.pool_dir, prjdir=self.ctx.prjdir,
+                         worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir)
+        return await setup_job(inp)
+
+    async def _guarded(self, coro, timeout: float, timeout_text: str, heartbeat: bool = False):
+        """Run ``coro`` until it finishes, a stop is requested, or ``timeout`` passes.
+
+        Returns its result, or None when the job is to stop (the stop request says why).
+        """
+        task = asyncio.ensure_future(coro)
+        stop_wait = asyncio.create_task(self._stop_event.wait())
+        beats = asyncio.create_task(self._setup_heartbeats()) if heartbeat else None
+        try:
+            done, _ = await asyncio.wait({task, stop_wait}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            if beats is not None:
+                beats.cancel()
+        if task in done:
+            try:
+                return task.result()
+            except SetupError as exc:
+                self.request_stop(oc.SETUP_FAILURE, f"{exc.category}: {exc}")
+                return None
+        if not done:
+            self.request_stop(oc.TIMEOUT, timeout_text)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+
+    async def _setup_heartbeats(self) -> None:
+        """Tell the web UI the job is alive while setup waits on downloads (§10.2 step 11)."""
+        while True:
+            await asyncio.sleep(SETUP_HEARTBEAT_INTERVAL)
+            if self.stop_request is not None:
+                return
+            with contextlib.suppress(ApiError):
+                await self.ctx.client.request("POST", f"/api/v1/jobs/{self.id}/status", attempts=1,
+                                              json={"status": {"setup": 1, "worker_id": self.ctx.worker_id}})
+
+    async def _start_isotovideo(self, env: dict[str, str]) -> bool:
+        argv, uses_shell = build_command(self.ctx.isotovideo, self.settings)
+        if uses_shell:
+            self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
+        full_env = {**os.environ, **env}
+        try:
+            self.process = await IsotovideoProcess.start(argv, pool_dir=self.pool_dir, env=full_env,
+                                                         log_path=self.pool_dir / "autoinst-log.txt",
+                                                         marker=self.marker)
+        except OSError as exc:
+            self.log.note(f"Unable to start isotovideo: {exc}", logging.ERROR)
+            self.request_stop(oc.SETUP_FAILURE, "setup failure: isotovideo can not be started")
+            return False
+        self.log.note(f"isotovideo has been started (PID: {self.process.pid})")
+        if self.stop_request is not None:  # stopped while starting: the stop sequence kills it
+            return False
+        return True
+
+    # -- stopping (§14.2) ----------------------------------------------------------------------------
+
+    async def _stop_sequence(self) -> JobOutcome:
+        stop = self.stop_request or oc.StopRequest(oc.EXCEPTION, "stopped without a reason")
+        was_active = self.state in (JobState.SETUP, JobState.RUNNING)
+        self._set_state(JobState.STOPPING)
+        for task in self._tasks:
+            task.cancel()
+        quitting = stop.reason == oc.QUIT
+        attempts = 3 if quitting else None
+        try:
+            if was_active:
+                await self.reporter.post_uploading()
+            stop = await self._end_isotovideo(stop)
+            self.log.autoinst(f"+++ worker notes +++\nEnd time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
+                              f"\nResult: {stop.reason}")
+            await self.log.flush()
+            if was_active and stop.reason not in oc.SKIP_UPLOADS:
+                self._set_uploading()
+                error = await self.reporter.final_uploads(stop.reason)
+                if error:
+                    self.log.note(f"Upload failed: {error}", logging.ERROR)
+                    stop = oc.StopRequest(oc.API_FAILURE, error.removeprefix("api failure: "))
+            await self.reporter.stop_periodic()
+            if quitting and was_active:
+                stop = await self._duplicate(stop, attempts)
+            if was_active and stop.reason != oc.API_FAILURE:
+                await self.reporter.final_status()
+            decision = await self._decide(stop)
+            result = await self._set_done(decision) if was_active or stop.reason != oc.QUIT else "incomplete"
+        finally:
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.log.close()
+        self._set_state(JobState.STOPPED)
+        final = result or decision.result or "none"
+        ok = stop.reason == oc.DONE and final in oc.OK_RESULTS
+        return JobOutcome(self.id, stop.reason, final, decision.reason or "", ok)
+
+    async def _end_isotovideo(self, stop: oc.StopRequest) -> oc.StopRequest:
+        process = self.process
+        if process is None:
+            return stop
+        if process.returncode is None:
+            await cmdsrv.broadcast(self.cmd_srv_url, {"stopping_test_execution": stop.reason})
+        await process.stop(self.ctx.stop_grace)
+        return stop
+
+    def _set_uploading(self) -> None:
+        self.ctx.bus.publish(ev.SlotStateChanged(instance=self.ctx.slot.instance, state=ev.SlotState.UPLOADING,
+                                                 job_id=self.id))
+
+    async def _duplicate(self, stop: oc.StopRequest, attempts: int | None) -> oc.StopRequest:
+        try:
+            await self.ctx.client.request("POST", f"/api/v1/jobs/{self.id}/duplicate",
+                                          params={"dup_type_auto": 1}, attempts=attempts)
+        except ApiError as exc:
+            return oc.StopRequest(oc.API_FAILURE, f"{exc} on duplication after quit")
+        return stop
+
+    async def _decide(self, stop: oc.StopRequest) -> oc.SetDone:
+        base = await asyncio.to_thread(oc.read_base_state, self.pool_dir)
+        tail = await asyncio.to_thread(_read_tail, self.pool_dir / "autoinst-log.txt")
+        upload_error = self.reporter.upload_error if stop.reason == oc.DONE else None
+        return oc.decide(stop, base, upload_error=upload_error, log_tail=tail,
+                         no_space="No space left on device" in tail)
+
+    async def _set_done(self, decision: oc.SetDone) -> str | None:
+        """set_done without retries, errors only logged (§16). Returns the web UI's final result."""
+        try:
+            response = await self.ctx.client.request(
+                "POST", f"/api/v1/jobs/{self.id}/set_done", params=decision.params(self.ctx.worker_id),
+                attempts=1)
+        except ApiError as exc:
+            self.log.note(f"Unable to set the job done: {exc}", logging.WARNING)
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        result = body.get("result") if isinstance(body, dict) else None
+        return result if isinstance(result, str) else None
+
+    def _set_state(self, state: JobState) -> None:
+        self.state = state
+        if self.ctx.on_state is not None:
+            self.ctx.on_state(self)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started_at
+
+
+def _ws_url(cmd_srv_url: str) -> str:
+    # The command server listens on all interfaces; talk to it over loopback.
+    return "ws://127.0.0.1" + cmd_srv_url.removeprefix("http://localhost") + "/ws"
+
+
+def _read_tail(path: Path, size: int = 65536) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

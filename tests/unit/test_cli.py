@@ -1,0 +1,134 @@
+"""The ``qaworker`` command line: check-config output, error exit codes, dispatch to the faces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DATA = ROOT / "tests" / "data" / "config"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every lookup group points into tmp_path; no credentials from the outside."""
+    for name in ("env", "home", "etc"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("OPENQA_CONFIG", str(tmp_path / "env"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QAWORKER_SYSTEM_CONFIG_DIRS", str(tmp_path / "etc"))
+    for var in ("OPENQA_API_KEY", "OPENQA_API_SECRET", "OPENQA_WORKER_LOG_DIR", "OPENQA_BASEDIR"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def test_check_config_prints_masked_settings_per_slot(capsys, tmp_path):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg/workers.ini").write_text(
+        "[global]\nHOST = http://127.0.0.1:9526\nIPMI_PASSWORD = hunter2\n[1-4]\nWORKER_CLASS = four\n")
+    (tmp_path / "cfg/client.conf").write_text("[127.0.0.1]\nkey = ABCDEFGHIJKL\nsecret = verysecret\n")
+    code = main(["check-config", "--config-dir", str(tmp_path / "cfg"), "--instances", "1-4", "-v"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "hunter2" not in out and "verysecret" not in out and "ABCDEFGHIJKL" not in out
+    assert "key ABCD…" in out and "secret ****" in out
+    assert [f"[slot {n}]" in out for n in (1, 2, 3, 4)] == [True] * 4
+    assert out.count("WORKER_CLASS                = four") == 4
+    assert "LOG_LEVEL                   = debug    (command line)" in out
+    assert "/var/lib/openqa/pool/3" in out
+
+
+def test_check_config_cli_overrides_host_and_credentials(capsys):
+    code = main(["check-config", "--host", "localhost:9999", "--apikey", "CLIKEY99", "--apisecret", "x"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "web UI http://localhost:9999: key CLIK… secret **** from cli" in out
+
+
+@pytest.mark.parametrize("argv", [["check-config"], []])
+def test_config_error_is_one_line_and_exit_2(capsys, isolated_env, argv):
+    (isolated_env / "env/workers.ini").write_text("[global]\nCACHELIMIT = lots\n")
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (f"qaworker: {isolated_env}/env/workers.ini [global] CACHELIMIT: "
+                   "expected a number, got 'lots'\n")
+
+
+def test_bad_option_values_are_config_errors(capsys):
+    assert main(["check-config", "--instances", "1-x"]) == 2
+    assert capsys.readouterr().err.startswith("qaworker: --instances: '1-x' is not a number or range")
+    assert main(["check-config", "--metrics-port", "70000"]) == 2
+    assert capsys.readouterr().err.startswith("qaworker: --metrics-port: ")
+
+
+def test_help_and_usage_errors(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--instances" in out and "check-config" in out
+    assert main(["--no-such-option"]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_run_passes_the_loaded_config_to_run_worker(monkeypatch):
+    calls = []
+    fake = types.ModuleType("app.run")
+    fake.run_worker = lambda config, **kw: calls.append((config, kw)) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.run", fake)
+    assert main(["--instances", "2-3", "--no-ui", "--host", "localhost:1", "--metrics-port", "9100",
+                 "--log-format", "json", "--no-cleanup", "--isotovideo", "/opt/isotovideo"]) == 0
+    (config, kw), = calls
+    assert kw == {"no_ui": True}
+    assert [s.instance for s in config.slots] == [2, 3]
+    assert config.slots[0].hosts[0].base_url == "http://localhost:1"
+    assert (config.metrics_port, config.metrics_address, config.log_format) == (9100, "127.0.0.1", "json")
+    assert config.no_cleanup and config.isotovideo == "/opt/isotovideo"
+    assert main(["run", "--instance", "7"]) == 0
+    assert calls[1][0].slots[0].instance == 7 and calls[1][1] == {"no_ui": False}
+
+
+def test_demo_and_mockweb_dispatch(monkeypatch):
+    seen = {}
+    demo = types.ModuleType("app.demo")
+    demo.main = lambda args: seen.setdefault("demo", args) and 5  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.demo", demo)
+    assert main(["demo", "--no-ui", "--slots", "3", "--duration", "1.5"]) == 5
+    assert (seen["demo"].no_ui, seen["demo"].slots, seen["demo"].duration) == (True, 3, 1.5)
+
+    server = types.ModuleType("backend.mockweb.server")
+
+    async def serve_forever(port: int, data_dir: Path | None) -> None:
+        seen["mockweb"] = (port, data_dir)
+
+    server.serve_forever = serve_forever  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "backend.mockweb.server", server)
+    assert main(["mockweb", "--port", "9526", "--data-dir", "/tmp/x"]) == 0
+    assert seen["mockweb"] == (9526, Path("/tmp/x"))
+
+
+def _run_entry(args: list[str], env_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENQA_", "QAWORKER_"))}
+    env.update(OPENQA_CONFIG=str(env_dir), HOME=str(env_dir), QAWORKER_SYSTEM_CONFIG_DIRS=str(env_dir))
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=20)
+
+
+def test_module_entry_point_in_a_subprocess(isolated_env):
+    proc = _run_entry(["check-config", "--config-dir", str(DATA / "realstack")], isolated_env / "etc")
+    assert proc.returncode == 0, proc.stderr
+    assert "web UI http://127.0.0.1:9526: key 0000… secret ****" in proc.stdout
+    assert "0000000000000002" not in proc.stdout
+    assert "CACHEDIRECTORY              = /var/lib/openqa/cache" in proc.stdout
+
+    (isolated_env / "etc/workers.ini").write_text("[1-x]\nA = 1\n")
+    proc = _run_entry(["check-config"], isolated_env / "etc")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("qaworker: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,107 @@
+"""Modal dialogs: yes/no confirmation, the quit choice and the help screen."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask one question; dismisses with True (confirm) or False (cancel / escape)."""
+
+    BINDINGS = [Binding("escape,n", "cancel", "Cancel"), Binding("y", "confirm", "Confirm")]
+
+    def __init__(self, title: str, question: str, confirm_label: str = "Yes", *, danger: bool = False) -> None:
+        super().__init__(classes="dialog-screen")
+        self._title, self._question = title, question
+        self._confirm_label, self._danger = confirm_label, danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="dialog-title")
+            yield Static(self._question, classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self._confirm_label, id="confirm", variant="error" if self._danger else "primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()  # the safe choice is the default
+
+    @on(Button.Pressed, "#confirm")
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class QuitScreen(ModalScreen[str]):
+    """Jobs are running: quit now, drain, or cancel. Dismisses with "quit", "drain" or ""."""
+
+    BINDINGS = [Binding("escape", "choose('')", "Cancel"), Binding("q", "choose('quit')", "Quit now"),
+                Binding("d", "choose('drain')", "Drain")]
+
+    def __init__(self, running: int) -> None:
+        super().__init__(classes="dialog-screen")
+        self._running = running
+
+    def compose(self) -> ComposeResult:
+        n = self._running
+        with Vertical(classes="dialog"):
+            yield Label("Quit qaworker?", classes="dialog-title")
+            yield Static(f"{n} job{'s' if n != 1 else ''} running — quit now (jobs end incomplete) or drain "
+                         "(take no new jobs, exit when the running ones are done)?", classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Quit now", id="quit", variant="error")
+                yield Button("Drain", id="drain", variant="warning")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss("" if event.button.id == "cancel" else str(event.button.id))
+
+
+HELP_TEXT = """\
+[b]qaworker dashboard[/b]
+
+[b]↑ / ↓[/b], mouse   select a slot
+[b]enter[/b]          full detail of the selected slot (modules, log, upload)
+[b]l[/b]              follow the log tail (toggle auto-scroll)
+[b]c[/b]              cache view: usage, downloads and the jobs waiting on them
+[b]a[/b]              abort the selected slot's job (asks first; the job ends incomplete)
+[b]d[/b]              drain: take no new jobs, exit after the running ones (asks first)
+[b]q[/b], [b]ctrl+c[/b], [b]ctrl+q[/b]
+               quit: if jobs run, asks whether to quit now or drain
+[b]ctrl+p[/b]         command palette (all of the above)
+[b]?[/b]              this help;  [b]escape[/b] closes a screen
+
+[b]Signals[/b]: SIGTERM/SIGINT quit now, SIGHUP drains (like the classic worker).
+If the terminal goes away the dashboard exits and the worker goes on headless.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def __init__(self) -> None:
+        super().__init__(classes="dialog-screen")
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog help"):
+            yield Static(HELP_TEXT, classes="dialog-text")
+            yield Button("Close", id="close")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,111 @@
+"""Pure formatting helpers shared by the widgets (no Textual imports, easy to unit-test)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from backend.events import HostState, SlotState
+
+# One colour per slot state, so the table reads at a glance.
+SLOT_STYLE: dict[SlotState, str] = {
+    SlotState.IDLE: "dim",
+    SlotState.BROKEN: "bold red",
+    SlotState.ACCEPTING: "cyan",
+    SlotState.SETUP: "cyan",
+    SlotState.RUNNING: "bold green",
+    SlotState.UPLOADING: "bold blue",
+    SlotState.STOPPING: "bold yellow",
+    SlotState.OFFLINE: "red",
+}
+
+HOST_STYLE: dict[HostState, str] = {
+    HostState.NEW: "dim",
+    HostState.REGISTERING: "yellow",
+    HostState.ESTABLISHING_WS: "yellow",
+    HostState.CONNECTED: "green",
+    HostState.FAILED: "bold red",
+    HostState.DISABLED: "dim red",
+}
+
+HOST_ICON: dict[HostState, str] = {
+    HostState.NEW: "○",
+    HostState.REGISTERING: "◌",
+    HostState.ESTABLISHING_WS: "◌",
+    HostState.CONNECTED: "●",
+    HostState.FAILED: "✖",
+    HostState.DISABLED: "⊘",
+}
+
+RESULT_STYLE: dict[str, str] = {
+    "passed": "green",
+    "ok": "green",
+    "failed": "bold red",
+    "fail": "bold red",
+    "softfailed": "yellow",
+    "softfail": "yellow",
+    "running": "bold cyan",
+    "pending": "dim",
+    "skipped": "dim",
+    "none": "dim",
+    "incomplete": "bold red",
+    "user_cancelled": "yellow",
+    "timeout_exceeded": "red",
+}
+
+RESULT_ICON: dict[str, str] = {
+    "passed": "✔",
+    "failed": "✘",
+    "softfailed": "⚠",
+    "running": "▶",
+    "pending": "·",
+    "skipped": "-",
+    "none": "-",
+}
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; keeps three significant digits."""
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
+
+
+def human_duration(seconds: float | None) -> str:
+    """Compact H:MM:SS (or M:SS under an hour); '–' when unknown."""
+    if seconds is None:
+        return "–"
+    s = max(0, int(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def bar(done: float, total: float, width: int = 10) -> str:
+    """A fixed-width block progress bar; empty when the total is unknown."""
+    if total <= 0:
+        return "░" * width
+    frac = min(1.0, max(0.0, done / total))
+    full = int(frac * width)
+    partial = " ▏▎▍▌▋▊▉"[int((frac * width - full) * 8)] if full < width else ""
+    return ("█" * full + partial.strip() + "░" * width)[:width]
+
+
+def truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def result_text(result: str) -> Text:
+    icon = RESULT_ICON.get(result, "•")
+    return Text(f"{icon} {result}", style=RESULT_STYLE.get(result, ""))
+
+
+def slot_state_text(state: SlotState, reason: str = "") -> Text:
+    text = Text(state.value, style=SLOT_STYLE.get(state, ""))
+    if reason and state in (SlotState.BROKEN, SlotState.OFFLINE, SlotState.SETUP, SlotState.STOPPING):
+        text.append(f" ({reason})", style="dim" if state is SlotState.SETUP else SLOT_STYLE[state])
+    return text

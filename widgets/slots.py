@@ -1,0 +1,96 @@
+"""The slot table: one row per worker instance with its job, module, progress and time."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+
+from backend.state import SlotView, WorkerView
+from widgets.format import bar, human_duration, slot_state_text, truncate
+
+# (key, label, wide width, narrow width)
+_COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+    ("slot", "Slot", 4, 4),
+    ("state", "State", 18, 12),
+    ("job", "Job", 34, 20),
+    ("module", "Module", 18, 12),
+    ("progress", "Modules", 15, 9),
+    ("time", "Elapsed / max", 15, 7),
+)
+
+
+class SlotTable(DataTable):
+    """A DataTable kept in sync with ``WorkerView.slots``; rows are keyed by instance number."""
+
+    class Selected(Message):
+        """The highlighted slot changed."""
+
+        def __init__(self, instance: int) -> None:
+            self.instance = instance
+            super().__init__()
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._narrow: bool | None = None
+
+    @property
+    def selected_instance(self) -> int | None:
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return int(key.value) if key.value is not None else None
+
+    def _set_columns(self, narrow: bool) -> None:
+        if narrow == self._narrow:
+            return
+        self._narrow = narrow
+        self.clear(columns=True)
+        for key, label, wide, small in _COLUMNS:
+            self.add_column(label, key=key, width=small if narrow else wide)
+
+    def _cells(self, slot: SlotView, now: float) -> tuple[Text | str, ...]:
+        narrow = bool(self._narrow)
+        state = slot_state_text(slot.state, slot.reason)
+        job = slot.job
+        if job is None:
+            last = slot.last_finished
+            job_cell = Text(f"last #{last.job_id} {last.result}", style="dim") if last else Text("—", style="dim")
+            return (str(slot.instance), state, job_cell, "", "", "")
+        if job.developer_session:
+            state.append(" DEV", style="bold reverse red")
+        width = 20 if narrow else 34
+        job_cell = Text(f"#{job.job_id} ", style="bold")
+        job_cell.append(truncate(job.name, width - len(job_cell)))
+        module = Text(truncate(job.current_module or "—", (10 if narrow else 16) if job.paused else 18))
+        if job.paused:
+            module.append(" ‖", style="bold yellow")
+        total = len(job.modules)
+        done = job.modules_done
+        failed = any(m.result == "failed" for m in job.modules)
+        progress = Text(bar(done, total, 3 if narrow else 8), style="red" if failed else "green")
+        progress.append(f" {done}/{total}" if total else " –")
+        elapsed = now - job.started_at
+        over = job.max_job_time and elapsed > 0.9 * job.max_job_time
+        time_cell = Text(human_duration(elapsed), style="bold red" if over else "")
+        if not narrow:
+            time_cell.append(f" / {human_duration(job.max_job_time)}", style="dim")
+        return (str(slot.instance), state, job_cell, module, progress, time_cell)
+
+    def show(self, view: WorkerView, now: float, narrow: bool) -> None:
+        self._set_columns(narrow)
+        wanted = [str(i) for i in sorted(view.slots)]
+        existing = {str(k.value) for k in self.rows}
+        for key in existing - set(wanted):
+            self.remove_row(key)
+        for key in wanted:
+            cells = self._cells(view.slots[int(key)], now)
+            if key in existing:
+                for (col, *_), value in zip(_COLUMNS, cells, strict=True):
+                    self.update_cell(key, col, value)
+            else:
+                self.add_row(*cells, key=key)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.post_message(self.Selected(int(event.row_key.value)))
