@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from backend.config import CliOptions, ConfigError, WorkerConfig, format_masked, load_config, masked
 
@@ -60,7 +63,7 @@ def demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"{PROG} demo",
                                      description="Run the worker against a built-in mock web UI.")
     parser.add_argument("--no-ui", action="store_true")
-    parser.add_argument("--slots", type=int, default=2, metavar="N")
+    parser.add_argument("--slots", type=int, default=None, metavar="N")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     return parser
 
@@ -68,7 +71,10 @@ def demo_parser() -> argparse.ArgumentParser:
 def mockweb_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"{PROG} mockweb", description="Serve the mock openQA web UI.")
     parser.add_argument("--port", type=int, required=True, metavar="N")
-    parser.add_argument("--data-dir", type=Path, default=None, metavar="D")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="D",
+                        help="default: a new temporary directory")
+    parser.add_argument("--flavour", choices=("new", "2023"), default="new", help="web UI version to mimic")
+    parser.add_argument("--no-auth", action="store_true", help="accept unsigned requests")
     return parser
 
 
@@ -85,7 +91,8 @@ def cmd_run(argv: list[str]) -> int:
     config = load_config(options_from(args))
     from app.run import run_worker  # lazily: the parser must work without the runtime
 
-    return run_worker(config, no_ui=args.no_ui)
+    return run_worker(config, no_ui=args.no_ui, log_format=config.log_format,
+                      metrics_port=config.metrics_port, metrics_address=config.metrics_address)
 
 
 def cmd_check_config(argv: list[str]) -> int:
@@ -106,10 +113,15 @@ def cmd_mockweb(argv: list[str]) -> int:
     args = mockweb_parser().parse_args(argv)
     from backend.mockweb.server import serve_forever
 
-    try:
-        asyncio.run(serve_forever(port=args.port, data_dir=args.data_dir))
-    except KeyboardInterrupt:
-        pass
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="qaworker-mockweb-"))
+
+    def ready(ui: Any) -> None:
+        print(f"mock web UI at {ui.url}  data dir {ui.data_dir}", flush=True)
+        print(f"api key {ui.api_key}  api secret {ui.api_secret}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(args.port, data_dir, flavour=args.flavour,
+                                  require_auth=not args.no_auth, ready=ready))
     return 0
 
 

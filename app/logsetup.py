@@ -75,6 +75,27 @@ class SecretMask(logging.Filter):
         return True
 
 
+_mask_installed = False
+
+
+def install_secret_mask() -> None:
+    """Mask secrets when a record is created, so every handler (the TUI's log pane, a file, pytest's
+    capture) sees the masked text, not just ours. Idempotent."""
+    global _mask_installed
+    if _mask_installed:
+        return
+    _mask_installed = True
+    previous = logging.getLogRecordFactory()
+    masker = SecretMask()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        masker.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
 class RateLimit(logging.Filter):
     """The same (logger, level, message) at most once per ``interval``; the next one that passes
     says how many were suppressed in between: ``... (repeated 1234 times)``."""
@@ -176,7 +197,8 @@ def setup_logging(level: int | str = logging.INFO, fmt: str = "text", stream: IO
     handler = logging.StreamHandler(stream)
     handler.set_name("qaworker")
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(journald_prefix))
-    handler.addFilter(SecretMask())
+    install_secret_mask()
+    handler.addFilter(SecretMask())  # also covers extras added after the record was created
     handler.addFilter(RateLimit(rate_interval))
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "qaworker"]:

@@ -39,6 +39,15 @@ def tui_log_path(config: WorkerConfig) -> Path:
     return base / "qaworker.log"
 
 
+def log_level(config: WorkerConfig) -> int:
+    """--verbose, else LOG_LEVEL from workers.ini (like the classic worker), else info."""
+    if config.verbose:
+        return logging.DEBUG
+    configured = (config.slots[0].settings.get("LOG_LEVEL") if config.slots else None) or "info"
+    level = logging.getLevelName(configured.strip().upper())
+    return level if isinstance(level, int) else logging.INFO
+
+
 def install_signal_handlers(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.quit)
@@ -52,7 +61,7 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
     from app.logsetup import add_secret, setup_logging
 
     ui = want_ui(no_ui)
-    level = logging.DEBUG if config.verbose else logging.INFO
+    level = log_level(config)
     if ui:
         stream = tui_log_path(config).open("a", buffering=1)
         setup_logging(level, log_format, stream=stream)
@@ -117,5 +126,5 @@ async def _run_tui_with_fallback(worker: Worker, log_format: str) -> None:
     # Log to stderr from here on: the terminal is ours again.
     from app.logsetup import setup_logging
 
-    setup_logging(logging.DEBUG if worker.config.verbose else logging.INFO, log_format)
+    setup_logging(log_level(worker.config), log_format)
     await run_headless(worker, log_format=log_format)

@@ -240,12 +240,14 @@ def broken_host(rt: ScriptedRuntime) -> None:
     start(rt, (1, 2, 3), (HOST, HOST2), connect=False)
     for i in (1, 2, 3):
         rt.emit(ev.ConnectionChanged, host=HOST, instance=i, state=HostState.CONNECTED, worker_id=40 + i)
-        rt.emit(ev.ConnectionChanged, host=HOST2, instance=i, state=HostState.FAILED,
-                reason="503 Service Unavailable", next_retry_in=45)
     rt.emit(ev.SlotStateChanged, instance=3, state=SlotState.BROKEN,
             reason="qemu-system-x86_64 not found in PATH (QEMU_BINARY)")
     rt.advance(3 * 60 + 12)
     run_job(rt, 1, 3725301, TW, done=5, started_ago=190)
+    for i in (1, 2, 3):
+        rt.emit(ev.ConnectionChanged, host=HOST2, instance=i, state=HostState.FAILED,
+                reason="503 Service Unavailable", next_retry_in=45)
+    rt.advance(3)
     rt.emit(ev.Notice, level="error", message="registration at openqa.backup.example.com failed: 503")
 
 

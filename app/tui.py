@@ -201,6 +201,7 @@ class QaworkerApp(App[int]):
         self.logs = LogBuffers()
         self.selected: int | None = None
         self._terminal_check = terminal_check
+        self.terminal_check_interval = TERMINAL_CHECK_INTERVAL
         self._sub: Subscription | None = None
         self._signals: list[int] = []
         self._render_pending = False
@@ -226,7 +227,7 @@ class QaworkerApp(App[int]):
         self._install_signal_handlers()
         self.set_interval(1.0, self._schedule_render, name="clock")  # uptime / elapsed / retry countdowns
         if self._terminal_check is not None or not self.is_headless:
-            self.set_interval(TERMINAL_CHECK_INTERVAL, self._check_terminal, name="tty-watchdog")
+            self.set_interval(self.terminal_check_interval, self._check_terminal, name="tty-watchdog")
         self._apply_width(self.size.width)
         self.call_after_refresh(self._render_now)
 
@@ -269,7 +270,9 @@ class QaworkerApp(App[int]):
         self._command("drain", self.runtime.drain)
 
     def _alive(self) -> bool:
-        return (self._terminal_check or terminal_alive)()
+        if self._terminal_check is not None:
+            return self._terminal_check()
+        return self.is_headless or terminal_alive()  # headless (tests, screenshots) has no terminal to lose
 
     def _check_terminal(self) -> None:
         if not self._alive():
@@ -281,7 +284,7 @@ class QaworkerApp(App[int]):
 
     def panic(self, *renderables: RenderableType) -> None:
         # The driver's input thread panics on EIO when the terminal vanishes: exit distinctly instead.
-        if not self.is_headless and not self._alive():
+        if not self._alive():
             self._terminal_lost()
             return
         super().panic(*renderables)

@@ -259,7 +259,8 @@ def lookup_config_files(name: str, groups: Sequence[Sequence[Path]]) -> list[Pat
                 found.append(main)
             dropin_dir = directory / f"{name}.d"
             if dropin_dir.is_dir():
-                found.extend(sorted(p for p in dropin_dir.iterdir() if p.name.endswith(f".{ext}")))
+                dropins = (p for p in dropin_dir.iterdir() if p.name.endswith(f".{ext}") and p.is_file())
+                found.extend(sorted(dropins))
             if has_main:
                 break
         if found:

@@ -26,7 +26,8 @@ def _state_label(hv: HostView, now: float) -> Text:
         if hv.reason:
             label.append(f": {hv.reason}", style="red")
         if hv.next_retry_at is not None:
-            label.append(f" · retry in {max(0, round(hv.next_retry_at - now))}s", style="yellow")
+            wait = round(hv.next_retry_at - now)
+            label.append(f" · retry in {wait}s" if wait > 0 else " · retrying…", style="yellow")
     elif hv.reason and hv.state is not HostState.CONNECTED:
         label.append(f" ({hv.reason})", style="dim")
     return label

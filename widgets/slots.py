@@ -6,8 +6,9 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
+from backend.events import SlotState
 from backend.state import SlotView, WorkerView
-from widgets.format import bar, human_duration, slot_state_text, truncate
+from widgets.format import SLOT_STYLE, bar, human_duration, slot_state_text, truncate
 
 # (key, label, wide width, narrow width)
 _COLUMNS: tuple[tuple[str, str, int, int], ...] = (
@@ -51,18 +52,26 @@ class SlotTable(DataTable):
 
     def _cells(self, slot: SlotView, now: float) -> tuple[Text | str, ...]:
         narrow = bool(self._narrow)
-        state = slot_state_text(slot.state, slot.reason)
+        state = slot_state_text(slot.state)
         job = slot.job
         if job is None:
             last = slot.last_finished
-            job_cell = Text(f"last #{last.job_id} {last.result}", style="dim") if last else Text("—", style="dim")
+            if slot.reason:  # broken / offline: the reason matters more than history
+                style = SLOT_STYLE.get(slot.state, "")
+                job_cell = Text(truncate(slot.reason, 60 if narrow else 90), style=style)
+            elif last:
+                job_cell = Text(f"last #{last.job_id} {last.result}", style="dim")
+            else:
+                job_cell = Text("—", style="dim")
             return (str(slot.instance), state, job_cell, "", "", "")
         if job.developer_session:
             state.append(" DEV", style="bold reverse red")
         width = 20 if narrow else 34
         job_cell = Text(f"#{job.job_id} ", style="bold")
         job_cell.append(truncate(job.name, width - len(job_cell)))
-        module = Text(truncate(job.current_module or "—", (10 if narrow else 16) if job.paused else 18))
+        current = job.current_module or (slot.reason if slot.state is not SlotState.RUNNING else "") or "—"
+        module = Text(truncate(current, (10 if narrow else 16) if job.paused else 18),
+                      style="" if job.current_module else "dim")
         if job.paused:
             module.append(" ‖", style="bold yellow")
         total = len(job.modules)

@@ -145,13 +145,15 @@ def expand_placeholders(values: dict) -> str | None:
     Worker-side rules: unknown keys become empty, %CASEDIR% is kept (step 12 handles it), a key wrapped
     in more than one % on a side loses one level (%%KEY%% -> %KEY%), circular references are an error.
     """
-    try:
-        for key, value in list(values.items()):
-            if isinstance(value, str) and "%" in value:
-                values[key] = _PLACEHOLDER_RE.sub(lambda m: _expand_one(values, m, frozenset()), value)
-    except _CircularError as exc:
-        return f"Error: {exc}"
-    return None
+    original = dict(values)  # expand against the unexpanded values so the result is order-independent
+    error = None
+    for key, value in original.items():
+        if isinstance(value, str) and "%" in value:
+            try:
+                values[key] = _PLACEHOLDER_RE.sub(lambda m: _expand_one(original, m, frozenset()), value)
+            except _CircularError as exc:
+                error = f"Error: {exc}"
+    return error
 
 
 class _CircularError(Exception):

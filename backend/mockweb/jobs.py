@@ -1,4 +1,4 @@
-"""Job REST routes: create/show/cancel, status posts (§13), duplicate, set_done (§16), upload progress (§17.2)."""
+"""Job REST routes: create/show/cancel, status (§13), duplicate, set_done (§16), upload progress (§17.2)."""
 
 from __future__ import annotations
 

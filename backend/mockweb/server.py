@@ -137,9 +137,9 @@ class MockWebUI:
         raise OSError("no port p with p+2 free found")
 
     async def _serve(self, app: web.Application, sock: socket.socket) -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(runner, sock).start()
         return runner
 
     def _main_app(self) -> web.Application:
@@ -157,6 +157,7 @@ class MockWebUI:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         t = time.time()
         status = 500
+        response: web.StreamResponse | None = None
         try:
             action = self.faults.action_for(request.path)
             if action is not None:
@@ -180,7 +181,7 @@ class MockWebUI:
             status = exc.status
             raise
         finally:
-            if not request.get("recorded"):
+            if not isinstance(response, web.WebSocketResponse):  # recorded at the handshake
                 self.requests.append(RequestRecord(request.method, request.path, status, t))
             self.notify()
 
@@ -223,7 +224,8 @@ class MockWebUI:
             self.state.assign(assignment.jobs, assignment.worker, assignment.token)
             message = assignment.message(self.state)
             if not await self.send_ws(assignment.worker.id, message):
-                log.info("could not send %s to worker %d; rescheduling", message["type"], assignment.worker.id)
+                log.info("could not send %s to worker %d; rescheduling", message["type"],
+                         assignment.worker.id)
                 for job in assignment.jobs:
                     self.state.reschedule(job)
             self.notify()
@@ -250,7 +252,8 @@ class MockWebUI:
         self.notify()
         return job.id
 
-    def schedule_chain(self, settings_list: list[dict[str, str]], sequence: list[Any] | None = None) -> list[int]:
+    def schedule_chain(self, settings_list: list[dict[str, str]],
+                       sequence: list[Any] | None = None) -> list[int]:
         """Jobs for one worker, sent as one grab_jobs. ``sequence`` nests indexes into settings_list."""
         chain = self.state.add_chain(settings_list, sequence)
         self.notify()

@@ -152,8 +152,8 @@ class MockState:
 
     def unfinished_of(self, worker_id: int) -> list[MockJob]:
         """Jobs assigned to the worker that did not get set_done yet (incl. cancelled ones)."""
-        return [j for j in self.jobs.values()
-                if j.assigned_worker_id == worker_id and (j.state in EXECUTION_STATES or j.state == CANCELLED)]
+        return [j for j in self.jobs.values() if j.assigned_worker_id == worker_id
+                and (j.state in EXECUTION_STATES or j.state == CANCELLED)]
 
     def advance_worker(self, worker: MockWorker) -> None:
         """Point the worker's current job at its next unfinished job (or none)."""
@@ -210,7 +210,8 @@ class MockState:
             if job.state == ASSIGNED:
                 self.reschedule(job)
             else:
-                self.abandon(job, f"abandoned: associated worker {worker.name} re-connected but abandoned the job")
+                self.abandon(job, f"abandoned: associated worker {worker.name} re-connected but "
+                                  "abandoned the job")
         self.advance_worker(worker)
 
     def stale_jobs(self, now: float) -> list[MockJob]:

@@ -82,7 +82,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             return denied
     sock = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=None, timeout=2.0)
     await sock.prepare(request)
-    request["recorded"] = True
     ui.requests.append(RequestRecord(request.method, request.path, 101, time.time()))
     old = ui.sockets.get(worker_id)
     if old is not None and not old.closed:

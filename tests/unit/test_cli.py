@@ -8,9 +8,11 @@ import sys
 import types
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.cli import main
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DATA = ROOT / "tests" / "data" / "config"
@@ -85,13 +87,13 @@ def test_run_passes_the_loaded_config_to_run_worker(monkeypatch):
     assert main(["--instances", "2-3", "--no-ui", "--host", "localhost:1", "--metrics-port", "9100",
                  "--log-format", "json", "--no-cleanup", "--isotovideo", "/opt/isotovideo"]) == 0
     (config, kw), = calls
-    assert kw == {"no_ui": True}
+    assert kw == {"no_ui": True, "log_format": "json", "metrics_port": 9100, "metrics_address": "127.0.0.1"}
     assert [s.instance for s in config.slots] == [2, 3]
     assert config.slots[0].hosts[0].base_url == "http://localhost:1"
     assert (config.metrics_port, config.metrics_address, config.log_format) == (9100, "127.0.0.1", "json")
     assert config.no_cleanup and config.isotovideo == "/opt/isotovideo"
     assert main(["run", "--instance", "7"]) == 0
-    assert calls[1][0].slots[0].instance == 7 and calls[1][1] == {"no_ui": False}
+    assert calls[1][0].slots[0].instance == 7 and calls[1][1]["no_ui"] is False
 
 
 def test_demo_and_mockweb_dispatch(monkeypatch):
@@ -104,13 +106,13 @@ def test_demo_and_mockweb_dispatch(monkeypatch):
 
     server = types.ModuleType("backend.mockweb.server")
 
-    async def serve_forever(port: int, data_dir: Path | None) -> None:
-        seen["mockweb"] = (port, data_dir)
+    async def serve_forever(port: int, data_dir: Path, **kw: object) -> None:
+        seen["mockweb"] = (port, data_dir, kw["flavour"], kw["require_auth"])
 
     server.serve_forever = serve_forever  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "backend.mockweb.server", server)
-    assert main(["mockweb", "--port", "9526", "--data-dir", "/tmp/x"]) == 0
-    assert seen["mockweb"] == (9526, Path("/tmp/x"))
+    assert main(["mockweb", "--port", "9526", "--data-dir", "/tmp/x", "--flavour", "2023"]) == 0
+    assert seen["mockweb"] == (9526, Path("/tmp/x"), "2023", True)
 
 
 def _run_entry(args: list[str], env_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -132,3 +134,20 @@ def test_module_entry_point_in_a_subprocess(isolated_env):
     assert proc.returncode == 2
     assert proc.stderr.startswith("qaworker: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(20)
+def test_mockweb_command_serves_the_real_mock(isolated_env):
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "mockweb", "--port", str(port),
+                             "--data-dir", str(isolated_env / "mock")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""  # blocks until ready (or exit)
+        assert f"mock web UI at http://127.0.0.1:{port}" in line, proc.stderr.read() if proc.poll() else line
+        response = httpx.get(f"http://127.0.0.1:{port}/api/v1/workers", timeout=5)
+        assert response.status_code in (200, 403)  # it answers like a web UI (auth may be required)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backend.config import (
     CliOptions,
@@ -14,6 +17,8 @@ from backend.config import (
     default_worker_class,
     load_config,
     masked,
+    parse_ini_text,
+    parse_instance_spec,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "config"
@@ -363,3 +368,22 @@ def test_masked_hides_secrets(sandbox, tmp_path):
     assert slot["hosts"][0]["api_key"] == "ENVK…"
     assert slot["hosts"][0]["api_secret"] == "****"
     assert view["env"]["OPENQA_API_SECRET"] == "****"
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@given(st.sets(st.integers(min_value=1, max_value=300), min_size=1, max_size=20))
+def test_instance_lists_and_ranges_round_trip(numbers):
+    ordered = sorted(numbers)
+    parts = []
+    for _, group in itertools.groupby(enumerate(ordered), lambda pair: pair[1] - pair[0]):
+        run = [n for _, n in group]  # consecutive numbers
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    assert parse_instance_spec(" , ".join(parts)) == ordered
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40))
+def test_any_value_survives_trimmed(value):
+    data = parse_ini_text(f"[global]\nKEY = {value}\n", Path("x.ini"))
+    assert data.sections["global"][0].value == value.strip()

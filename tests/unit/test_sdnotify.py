@@ -243,7 +243,8 @@ async def test_stopping_and_extend_timeout_while_draining(listener):
 async def test_quit_without_jobs_sends_stopping_only(listener):
     sock, path = listener
     rt = FakeRuntime()
-    task = asyncio.create_task(SystemdReporter(rt, Notifier({"NOTIFY_SOCKET": path}), extend_every=0.02).run())
+    reporter = SystemdReporter(rt, Notifier({"NOTIFY_SOCKET": path}), extend_every=0.02)
+    task = asyncio.create_task(reporter.run())
     rt.bus.publish(ev.WorkerStarted(version="0.1.0", instances=(1,), hosts=(HOST,)))
     rt.quit()
     got = await collect(sock, 0.1)

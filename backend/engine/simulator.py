@@ -1,0 +1,501 @@
+"""A stand-in isotovideo for the demo and tests: ``python -m backend.engine.simulator``.
+
+Runs with cwd = pool dir, reads ``vars.json`` and writes the same files os-autoinst writes
+(PROTOCOL.md §12.1): ``autoinst-status.json`` (atomic), ``testresults/test_order.json``,
+``testresults/result-<module>.json``, real PNG screenshots + ``.thumbs/``, text results, ``serial0``,
+``video.ogv``, ``ulogs/``, ``assets_public/``/``assets_private/``, ``base_state.json``. Log lines go
+to stderr (the worker appends them to autoinst-log.txt). It serves the command server on
+127.0.0.1:QEMUPORT+1 under ``/<JOBTOKEN>``: ``GET /isotovideo/version``, ``GET /vars``,
+``POST /broadcast`` and ``WS /ws`` (``{"cmd":"status"}``, ``resume_test_execution``,
+``set_pause_at_test``; broadcasts ``set_current_test``, ``paused``, ``stopping_test_execution``).
+SIGTERM/SIGINT/SIGHUP: writes ``base_state.json`` ``{"component":"isotovideo","msg":"isotovideo
+received signal TERM"}`` and exits 1. ``--version`` prints ``Current version is simulator [interface v34]``.
+
+Settings (job settings from vars.json; the environment is used when vars.json lacks them):
+
+=====================  ===================================================================================
+SIM_MODULES            comma list of test modules (default ``boot,login,console,shutdown``)
+SIM_MODULE_SECONDS     seconds per module (float, default 1)
+SIM_SCREENSHOTS        screenshots per module (default 2)
+SIM_SCREENSHOT_SIZE    ``WxH`` (default ``1024x768``); thumbnails are 1/8 of that
+SIM_FAIL_MODULE        this module fails (its last screenshot too)
+SIM_SOFTFAIL_MODULE    this module ends softfailed
+SIM_CRASH              = module: during it write base_state.json (backend, "QEMU exited unexpectedly"), exit 1
+SIM_HANG               = module: stop making progress forever (still honours SIGTERM)
+SIM_IGNORE_SIGTERM     =1: ignore SIGTERM (needs the worker's SIGKILL)
+SIM_ORPHAN             =1: double-fork a sleeping grandchild in its own session that outlives the simulator
+SIM_QEMU_PID           =1: start a ``qemu-system-x86_64`` (a symlink to sleep) child, write its pid to qemu.pid
+SIM_PAUSE              = module: pause with "paused at needle mismatch" for SIM_PAUSE_SECONDS (default 5)
+                       or until a ws ``{"cmd":"resume_test_execution"}``
+SIM_NO_TESTS           =1: schedule no test modules
+SIM_ULOG               =1: write ``ulogs/simulator-journal.txt``
+SIM_ASSET_SIZE         bytes of each PUBLISH_HDD_<n>/STORE_HDD_<n> asset (default 1 MiB)
+SIM_EXIT_CODE          exit code at the end of a normal run (default 0)
+=====================  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a plain script path: make `backend` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from backend.engine.png import screenshot_png
+
+INTERFACE_VERSION = 34
+CATEGORY = "simulator"
+PAUSE_REASON = "paused at needle mismatch"
+
+
+def simulator_command() -> str:
+    """A command line to configure as ``isotovideo`` (works without installing the package)."""
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))}"
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "no", "false")
+
+
+def _float(value: str, default: float) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return default
+
+
+def _int(value: str, default: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+@dataclass
+class SimSettings:
+    modules: list[str] = field(default_factory=lambda: ["boot", "login", "console", "shutdown"])
+    module_seconds: float = 1.0
+    screenshots: int = 2
+    size: tuple[int, int] = (1024, 768)
+    fail: str = ""
+    softfail: str = ""
+    crash: str = ""
+    hang: str = ""
+    pause: str = ""
+    pause_seconds: float = 5.0
+    ignore_sigterm: bool = False
+    orphan: bool = False
+    qemu_pid: bool = False
+    ulog: bool = False
+    asset_size: int = 1 << 20
+    exit_code: int = 0
+    qemuport: int | None = None
+    jobtoken: str = ""
+    assets: list[tuple[str, str]] = field(default_factory=list)  # (target dir, file name)
+
+    @classmethod
+    def load(cls, vars_: dict[str, str], env: dict[str, str]) -> SimSettings:
+        def get(key: str, default: str = "") -> str:
+            return str(vars_.get(key, env.get(key, default)))
+
+        size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", get("SIM_SCREENSHOT_SIZE", "1024x768"))
+        modules = [m.strip() for m in get("SIM_MODULES", "boot,login,console,shutdown").split(",")]
+        port = get("QEMUPORT")
+        return cls(
+            modules=[] if _flag(get("SIM_NO_TESTS")) else [m for m in modules if m],
+            module_seconds=max(0.0, _float(get("SIM_MODULE_SECONDS", "1"), 1.0)),
+            screenshots=max(0, _int(get("SIM_SCREENSHOTS", "2"), 2)),
+            size=(max(1, int(size.group(1))), max(1, int(size.group(2)))) if size else (1024, 768),
+            fail=get("SIM_FAIL_MODULE"), softfail=get("SIM_SOFTFAIL_MODULE"), crash=get("SIM_CRASH"),
+            hang=get("SIM_HANG"), pause=get("SIM_PAUSE"),
+            pause_seconds=_float(get("SIM_PAUSE_SECONDS", "5"), 5.0),
+            ignore_sigterm=_flag(get("SIM_IGNORE_SIGTERM")), orphan=_flag(get("SIM_ORPHAN")),
+            qemu_pid=_flag(get("SIM_QEMU_PID")), ulog=_flag(get("SIM_ULOG")),
+            asset_size=max(0, _int(get("SIM_ASSET_SIZE", str(1 << 20)), 1 << 20)),
+            exit_code=_int(get("SIM_EXIT_CODE", "0"), 0),
+            qemuport=(_int(port, 0) or None) if port else None,
+            jobtoken=get("JOBTOKEN"),
+            assets=_asset_targets(vars_),
+        )
+
+
+def _asset_targets(vars_: dict[str, str]) -> list[tuple[str, str]]:
+    out = []
+    for key, value in sorted(vars_.items()):
+        name = os.path.basename(str(value))
+        if not name:
+            continue
+        if re.fullmatch(r"PUBLISH_HDD_\d+", key) and "none" not in name:
+            out.append(("assets_public", name))
+        elif re.fullmatch(r"STORE_HDD_\d+", key):
+            out.append(("assets_private", name))
+    return out
+
+
+# -- small file helpers (run in threads when they can be large) ----------------------------------
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2).encode())
+
+
+def write_sized_file(path: Path, size: int, chunk: int = 1 << 20) -> None:
+    block = os.urandom(min(chunk, max(size, 1)))
+    with path.open("wb") as fh:
+        left = size
+        while left > 0:
+            fh.write(block[:left])
+            left -= len(block[:left])
+
+
+def _log(msg: str, level: str = "debug") -> None:
+    ts = dt.datetime.now().astimezone().isoformat(timespec="microseconds")
+    sys.stderr.write(f"[{ts}] [{level}] [pid:{os.getpid()}] {msg}\n")
+    sys.stderr.flush()
+
+
+class CommandServer:
+    """The os-autoinst command server subset the worker and live view handler use."""
+
+    def __init__(self, sim: Simulator, port: int, token: str) -> None:
+        self.sim = sim
+        self.port = port
+        self.token = token
+        self.clients: set[Any] = set()
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        # aiohttp takes ~0.4 s to import: do it in a thread while the tests already run.
+        web = await asyncio.to_thread(importlib.import_module, "aiohttp.web")
+        app = web.Application()
+        prefix = f"/{self.token}" if self.token else ""
+        app.router.add_get(f"{prefix}/isotovideo/version", self._version)
+        app.router.add_get(f"{prefix}/vars", self._vars)
+        app.router.add_post(f"{prefix}/broadcast", self._broadcast)
+        app.router.add_get(f"{prefix}/ws", self._ws)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        _log(f"cmdsrv: listening on http://127.0.0.1:{self.port}{prefix}")
+
+    async def stop(self) -> None:
+        for ws in list(self.clients):
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def send_all(self, msg: dict[str, Any]) -> None:
+        for ws in list(self.clients):
+            with contextlib.suppress(Exception):
+                await ws.send_json(msg)
+
+    async def _version(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"version": INTERFACE_VERSION, "test_git_hash": "simulator",
+                                  "needles_git_hash": "simulator"})
+
+    async def _vars(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(self.sim.vars)
+
+    async def _broadcast(self, request: Any) -> Any:
+        from aiohttp import web
+
+        try:
+            msg = await request.json()
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            return web.json_response({"error": "No JSON object provided"}, status=400)
+        _log(f"cmdsrv: broadcasting message from API call to all ws clients: {json.dumps(msg)}")
+        await self.send_all(msg)
+        return web.json_response({"status": "boradcast done"})
+
+    async def _ws(self, request: Any) -> Any:
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.clients.add(ws)
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    cmd = json.loads(message.data)
+                except ValueError:
+                    continue
+                if isinstance(cmd, dict):
+                    await self.sim.handle_ws_command(cmd)
+        finally:
+            self.clients.discard(ws)
+        return ws
+
+
+class Crash(Exception):
+    """The simulated backend died."""
+
+
+class Simulator:
+    def __init__(self, pool: Path, vars_: dict[str, str], settings: SimSettings) -> None:
+        self.pool = pool
+        self.vars = vars_
+        self.s = settings
+        self.results = pool / "testresults"
+        self.status: dict[str, Any] = {"status": "initial", "current_test": "", "test_execution_paused": 0}
+        self.current_full_name = ""
+        self.pause_at = ""
+        self._resume = asyncio.Event()
+        self.server: CommandServer | None = None
+        self.qemu: subprocess.Popen[bytes] | None = None
+
+    # -- state output ---------------------------------------------------------------------------
+
+    def write_status(self, **changes: Any) -> None:
+        self.status.update(changes)
+        write_json_atomic(self.pool / "autoinst-status.json", self.status)
+
+    def write_base_state(self, component: str, msg: str) -> None:
+        path = self.pool / "base_state.json"
+        if not path.exists():  # first writer wins
+            write_json_atomic(path, {"component": component, "msg": msg})
+
+    def serial(self, line: str) -> None:
+        with (self.pool / "serial0").open("a") as fh:
+            fh.write(line + "\n")
+
+    async def broadcast(self, msg: dict[str, Any]) -> None:
+        if self.server is not None:
+            await self.server.send_all(msg)
+
+    def status_reply(self) -> dict[str, Any]:
+        return {
+            "tags": None, "running": self.status["current_test"] or None,
+            "current_test_full_name": self.current_full_name or None, "current_api_function": None,
+            "pause_test_name": self.pause_at or None, "pause_on_screen_mismatch": False,
+            "pause_on_next_command": 0, "pause_on_failure": 0,
+            "test_execution_paused": self.status["test_execution_paused"],
+            "devel_mode_major_version": 1, "devel_mode_minor_version": 1,
+        }
+
+    async def handle_ws_command(self, cmd: dict[str, Any]) -> None:
+        name = cmd.get("cmd")
+        if name == "status":
+            await self.broadcast(self.status_reply())  # os-autoinst broadcasts replies too
+        elif name == "resume_test_execution":
+            self._resume.set()
+        elif name == "set_pause_at_test":
+            self.pause_at = str(cmd.get("name") or "")
+            await self.broadcast({"set_pause_at_test": self.pause_at or None})
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def start_qemu(self) -> None:
+        sleep = shutil.which("sleep") or "/bin/sleep"
+        link = self.pool / "tmp" / "qemu-system-x86_64"
+        link.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        link.symlink_to(sleep)
+        self.qemu = subprocess.Popen([str(link), "3600"], stdin=subprocess.DEVNULL, cwd=self.pool)
+        (self.pool / "qemu.pid").write_text(f"{self.qemu.pid}\n")
+        _log(f"starting: {link} (pid {self.qemu.pid})")
+
+    def stop_qemu(self) -> None:
+        if self.qemu is not None and self.qemu.poll() is None:
+            self.qemu.kill()
+            self.qemu.wait()
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.results.mkdir(exist_ok=True)
+        (self.results / ".thumbs").mkdir(exist_ok=True)
+        (self.results / "ulogs").mkdir(exist_ok=True)
+        if self.s.qemuport:
+            self.server = CommandServer(self, self.s.qemuport + 1, self.s.jobtoken)
+            try:
+                await self.server.start()
+            except OSError as exc:
+                _log(f"cmdsrv: cannot listen on port {self.s.qemuport + 1}: {exc}", "warn")
+                self.server = None
+        if self.s.qemu_pid:
+            self.start_qemu()
+        write_json_atomic(self.results / "test_order.json", [
+            {"name": m, "category": CATEGORY, "flags": {}, "script": f"tests/{CATEGORY}/{m}.pm"}
+            for m in self.s.modules])
+        _log(f"scheduling {len(self.s.modules)} test modules: {','.join(self.s.modules)}")
+        self.serial("Welcome to the simulated SUT")
+        self.write_status(status="running")
+        try:
+            for module in self.s.modules:
+                await self.run_module(module)
+        except Crash:
+            _log("backend process died: QEMU exited unexpectedly", "error")
+            self.write_base_state("backend", "QEMU exited unexpectedly")
+            self.stop_qemu()
+            return 1
+        self.write_status(status="finished", current_test="")
+        await self.broadcast({"stopping_test_execution": "test execution ended"})
+        await self.write_outputs()
+        self.stop_qemu()
+        _log(f"isotovideo done, exit code {self.s.exit_code}", "info")
+        return self.s.exit_code
+
+    async def run_module(self, module: str) -> None:
+        s = self.s
+        self.current_full_name = f"{CATEGORY}-{module}"
+        self.write_status(current_test=module)
+        await self.broadcast({"set_current_test": module, "current_test_full_name": self.current_full_name})
+        _log(f"||| starting {module} tests/{CATEGORY}/{module}.pm")
+        self.serial(f"{module}: started")
+        if module == s.hang:
+            _log(f"{module}: simulated hang, no more progress", "warn")
+            await asyncio.Event().wait()
+        if module in (s.pause, self.pause_at):
+            await self.pause()
+        step = s.module_seconds / (s.screenshots + 1)
+        details: list[dict[str, Any]] = []
+        for n in range(1, s.screenshots + 1):
+            await asyncio.sleep(step)
+            if module == s.crash and n > s.screenshots // 2:
+                raise Crash
+            ok = not (module == s.fail and n == s.screenshots)
+            await self.screenshot(module, n, details, ok)
+        await asyncio.sleep(step)
+        if module == s.crash:
+            raise Crash
+        result = "fail" if module == s.fail else "softfail" if module == s.softfail else "ok"
+        text = f"{module}-{s.screenshots + 1}.txt"
+        (self.results / text).write_text(f"simulated output of {module}\nresult: {result}\n")
+        details.append({"text": text, "title": "Soft Failed" if result == "softfail" else f"{module} output",
+                        "result": "softfail" if result == "softfail" else "ok"})
+        write_json_atomic(self.results / f"result-{module}.json", {
+            "details": details, "result": result, "dents": 0, "execution_time": round(s.module_seconds)})
+        _log(f"||| finished {module} {CATEGORY} ({result})")
+        self.serial(f"{module}: {result}")
+
+    async def screenshot(self, module: str, n: int, details: list[dict[str, Any]], ok: bool) -> None:
+        name = f"{module}-{n}.png"
+        w, h = self.s.size
+        seed = zlib.crc32(name.encode())  # same screen in every job, like real tests
+        await asyncio.to_thread(self._write_png, name, w, h, seed)
+        details.append({"screenshot": name, "result": "ok" if ok else "fail",
+                        "title": f"{module} step {n}", "frametime": [f"{n:.2f}", f"{n + 0.04:.2f}"]})
+        self.serial(f"{module}: screen {n}")
+        _log(f"<<< testapi::assert_screen(mustmatch=\"{module}-{n}\") -> {'ok' if ok else 'no match'}")
+
+    def _write_png(self, name: str, w: int, h: int, seed: int) -> None:
+        write_atomic(self.results / name, screenshot_png(w, h, seed, level=1))
+        write_atomic(self.results / ".thumbs" / name, screenshot_png(max(1, w // 8), max(1, h // 8), seed))
+
+    async def pause(self) -> None:
+        _log(f"isotovideo: pausing test execution ({PAUSE_REASON})")
+        self._resume.clear()
+        self.write_status(test_execution_paused=PAUSE_REASON)
+        await self.broadcast({"paused": 1, "reason": PAUSE_REASON})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._resume.wait(), self.s.pause_seconds)
+        self.write_status(test_execution_paused=0)
+        await self.broadcast({"resume_test_execution": None})
+        _log("isotovideo: test execution resumed")
+
+    async def write_outputs(self) -> None:
+        with (self.pool / "video.ogv").open("wb") as fh:
+            fh.write(b"OggS\0" + os.urandom(4096))
+        if self.s.ulog:
+            ulogs = self.pool / "ulogs"
+            ulogs.mkdir(exist_ok=True)
+            (ulogs / "simulator-journal.txt").write_text("simulated journal\n" * 50)
+        for target, name in self.s.assets:
+            (self.pool / target).mkdir(exist_ok=True)
+            _log(f"storing asset {target}/{name} ({self.s.asset_size} bytes)")
+            await asyncio.to_thread(write_sized_file, self.pool / target / name, self.s.asset_size)
+
+
+def spawn_orphan() -> None:
+    """Double fork: a grandchild in its own session that outlives us (like an escaped QEMU helper)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.execvp("sleep", ["sleep", "3600"])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+async def _amain(sim: Simulator) -> int:
+    loop = asyncio.get_running_loop()
+    got_signal: asyncio.Future[str] = loop.create_future()
+    signals = [signal.SIGINT, signal.SIGHUP] + ([] if sim.s.ignore_sigterm else [signal.SIGTERM])
+    for sig in signals:
+        loop.add_signal_handler(sig, lambda s=sig: got_signal.done() or got_signal.set_result(s.name[3:]))
+    main = asyncio.ensure_future(sim.run())
+    try:
+        await asyncio.wait([main, got_signal], return_when=asyncio.FIRST_COMPLETED)
+        if got_signal.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await main
+            name = got_signal.result()
+            _log(f"isotovideo received signal {name}", "info")
+            sim.write_base_state("isotovideo", f"isotovideo received signal {name}")
+            sim.stop_qemu()
+            return 1
+        return main.result()
+    finally:
+        if sim.server is not None:
+            await sim.server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--version" in args or "-v" in args:
+        print(f"Current version is simulator [interface v{INTERFACE_VERSION}]")
+        return 0
+    pool = Path.cwd()
+    try:
+        vars_ = json.loads((pool / "vars.json").read_text())
+    except (OSError, ValueError) as exc:
+        _log(f"cannot read vars.json: {exc}", "warn")
+        vars_ = {}
+    vars_ = {str(k): str(v) for k, v in vars_.items()} if isinstance(vars_, dict) else {}
+    settings = SimSettings.load(vars_, dict(os.environ))
+    sim = Simulator(pool, vars_, settings)
+    sim.write_status()  # "initial", right away
+    _log(f"simulator starting (interface v{INTERFACE_VERSION}) in {pool}", "info")
+    if settings.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if settings.orphan:
+        spawn_orphan()
+    return asyncio.run(_amain(sim))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
