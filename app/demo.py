@@ -33,16 +33,15 @@ def simulator_command(workdir: Path) -> str:
     installed = Path(sys.executable).parent / "qaworker-simulator"
     if installed.exists():
         return str(installed)
-    wrapper = workdir / "qaworker-simulator"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m backend.engine.simulator \"$@\"\n")
-    wrapper.chmod(0o755)
-    return str(wrapper)
+    from backend.engine.simulator import simulator_command as source_command
+
+    return source_command()
 
 
 def demo_config(workdir: Path, url: str, slots: int, first_instance: int) -> WorkerConfig:
     prjdir = workdir / "openqa"
     share = prjdir / "share"
-    (share / "tests").mkdir(parents=True, exist_ok=True)
+    (share / "tests" / "demo").mkdir(parents=True, exist_ok=True)  # DISTRI=demo: the default CASEDIR
     loadavg = workdir / "loadavg"
     loadavg.write_text("0.10 0.10 0.10 1/100 1\n")
     host = HostConfig(configured=url, base_url=url, api_key=DEMO_KEY, api_secret=DEMO_SECRET, share_dir=share)

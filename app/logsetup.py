@@ -30,6 +30,8 @@ _secrets_lock = threading.Lock()
 # Attributes every LogRecord has; anything else came in through ``extra=``.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
+_CHATTY_LOGGERS = ("httpx", "httpcore", "websockets", "aiohttp.access")
+
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                     logging.CRITICAL: 2}
 
@@ -205,5 +207,11 @@ def setup_logging(level: int | str = logging.INFO, fmt: str = "text", stream: IO
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
+    numeric = logging.getLevelNamesMapping()[level.upper()] if isinstance(level, str) else level
+    root.setLevel(numeric)
+    # httpx logs every request at info (status updates every few seconds): keep that out of the
+    # journal unless debugging; httpcore's debug output is too much even then.
+    quiet = logging.WARNING if numeric > logging.DEBUG else logging.INFO
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     return handler

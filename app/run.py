@@ -61,6 +61,9 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
     from app.logsetup import add_secret, setup_logging
 
     ui = want_ui(no_ui)
+    if ui:  # no sd_notify from the dashboard; isotovideo must not inherit the socket either
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            os.environ.pop(name, None)
     level = log_level(config)
     if ui:
         stream = tui_log_path(config).open("a", buffering=1)
@@ -77,7 +80,7 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
         from backend.metrics import Metrics
 
         metrics = Metrics()
-    worker = worker or Worker(config, request_observer=metrics.observe_request if metrics else None)
+    worker = worker or Worker(config, request_observer=metrics.request_observer if metrics else None)
     background: list[asyncio.Task] = []
     server = None
     if metrics is not None:
@@ -109,14 +112,14 @@ async def _run_tui_with_fallback(worker: Worker, log_format: str) -> None:
     from app.headless import run_headless
 
     try:
-        from app.tui import QaworkerApp
+        from app.tui import RC_TERMINAL_LOST, QaworkerApp
 
         app = QaworkerApp(worker)
         await app.run_async()
-        install_signal_handlers(worker)  # Textual may have replaced them on exit
+        install_signal_handlers(worker)  # the app resets the signal handlers when it exits
         if worker._stopped.is_set():
             return
-        if app.return_code not in (None, 0):
+        if app.return_code == RC_TERMINAL_LOST:
             log.error("the dashboard lost its terminal; continuing headless")
         elif not worker.stopping:
             worker.quit()  # the user quit the dashboard: quit the worker

@@ -39,12 +39,12 @@ async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None 
 
 
 async def write_all(out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, scenario in SHOTS.items():
         select = 2 if scenario == "three_running" else None
         path = out / name
-        path.write_text(await shoot(scenario, select=select), encoding="utf-8")
+        svg = await shoot(scenario, select=select)
+        await asyncio.to_thread(path.write_text, svg, encoding="utf-8")
         written.append(path)
     return written
 
@@ -52,6 +52,7 @@ async def write_all(out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
     for path in asyncio.run(write_all(out)):
         print(path)
     return 0

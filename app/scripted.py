@@ -193,11 +193,12 @@ def run_job(rt: ScriptedRuntime, instance: int, job_id: int, name: str, *, done:
     rt.emit(ev.JobProgress, instance=instance, job_id=job_id, current_module=current, modules=mods,
             isotovideo_status="running")
     if log:
-        rt.emit(ev.LogLines, instance=instance, job_id=job_id, lines=log_lines(log, start=now - log * 1.7,
-                                                                                   module=current or "shutdown"))
+        lines = log_lines(log, start=now - log * 1.7, module=current or "shutdown")
+        rt.emit(ev.LogLines, instance=instance, job_id=job_id, lines=lines)
 
 
-def finished(rt: ScriptedRuntime, instance: int, job_id: int, name: str, result: str, reason: str = "") -> None:
+def finished(rt: ScriptedRuntime, instance: int, job_id: int, name: str, result: str,
+             reason: str = "") -> None:
     run_job(rt, instance, job_id, name, done=len(INSTALL_MODULES), started_ago=3000, log=0)
     rt.finish_job(instance, result, reason)
 
@@ -260,7 +261,8 @@ def cache_downloading(rt: ScriptedRuntime) -> None:
                 reason="waiting for assets")
     rt.advance(42)
     rt.emit(ev.CacheProgress, key=f"{HOST}/openSUSE-Tumbleweed-DVD-x86_64-Snapshot20231113-Media.iso",
-            bytes_done=2_684_354_560, bytes_total=4_617_928_704, rate=63_963_136, waiting_jobs=(3725410, 3725412))
+            bytes_done=2_684_354_560, bytes_total=4_617_928_704, rate=63_963_136,
+            waiting_jobs=(3725410, 3725412))
     rt.emit(ev.CacheProgress, key=f"{HOST}/SLE-15-SP5-Full-x86_64-GM-Media1.iso",
             bytes_done=471_859_200, bytes_total=16_106_127_360, rate=31_457_280, waiting_jobs=(3725411,))
     rt.emit(ev.CacheProgress, key=f"{HOST}/tests", bytes_done=0, bytes_total=0, waiting_jobs=(3725411,))
@@ -272,7 +274,8 @@ def uploading(rt: ScriptedRuntime) -> None:
     run_job(rt, 1, 3725501, SLE, done=len(INSTALL_MODULES), started_ago=3342, failed=(20,))
     rt.emit(ev.SlotStateChanged, instance=1, state=SlotState.UPLOADING, job_id=3725501)
     rt.emit(ev.UploadProgress, instance=1, job_id=3725501, files_done=148, files_total=231,
-            bytes_done=1_932_735_283, bytes_total=2_791_728_742, current_file="hdd/sle-15-SP5-x86_64-gnome.qcow2",
+            bytes_done=1_932_735_283, bytes_total=2_791_728_742,
+            current_file="hdd/sle-15-SP5-x86_64-gnome.qcow2",
             optipng_queue=12)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from functools import partial
 
 from rich.console import RenderableType
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -347,8 +347,8 @@ class QaworkerApp(App[int]):
         live = {(s.instance, s.job.job_id) for s in view.slots.values() if s.job is not None}
         self.logs.forget_except(live)
 
-    def on_resize(self) -> None:
-        self._apply_width(self.size.width)
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_width(event.size.width)
         self._schedule_render()
 
     def _apply_width(self, width: int) -> None:
@@ -428,8 +428,8 @@ class QaworkerApp(App[int]):
         instance = self.selected
         slot = self.runtime.view.slots.get(instance) if instance is not None else None
         if slot is None or slot.job is None:
-            self.notify(f"slot {instance} has no job to abort" if instance is not None else "no slot selected",
-                        severity="warning")
+            what = f"slot {instance} has no job to abort" if instance is not None else "no slot selected"
+            self.notify(what, severity="warning")
             return
         job = slot.job
         question = (f"Abort job #{job.job_id} {job.name} on slot {instance}? "

@@ -144,6 +144,7 @@ class SystemdReporter:
         self._last_contact: float | None = None
         self._trouble_since: dict[tuple[str, int], float] = {}
         self._extend_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()  # the watchdog starts with READY=1
         now = clock()
         self._started = bool(runtime.view.version)  # WorkerStarted already happened
         for key, host in runtime.view.hosts.items():
@@ -218,6 +219,7 @@ class SystemdReporter:
             self._ready_sent = True
             self._update_status()
             self.notifier.ready()
+            self._ready.set()
 
     def _on_stopping(self) -> None:
         if not self._stopping_sent:
@@ -233,6 +235,7 @@ class SystemdReporter:
             self.notifier.status(text)
 
     async def _watchdog_loop(self, interval: float) -> None:
+        await self._ready.wait()
         while True:
             if self.healthy():
                 self.notifier.watchdog()

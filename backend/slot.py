@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from backend import events as ev
 from backend.config import HostConfig, SlotConfig
 from backend.events import HostState, SlotState
+from backend.engine.procs import reap_orphan_zombies
 from backend.health import Availability, check_availability
 from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
@@ -52,7 +53,7 @@ class Slot:
                       config.settings.get("STATUS_MAX_INTERVAL"), 300.0)
         for host in config.hosts:
             host_retry = RetryPolicy.from_settings({**config.settings, **host.settings}, worker.config.env)
-            client = ApiClient(host, retry=host_retry, observer=worker.observe_request)
+            client = ApiClient(host, retry=host_retry, observer=worker.request_observer(host.base_url))
             self.clients[host.configured] = client
             self.connections[host.configured] = WebUIConnection(
                 host, self.instance, client, worker.bus,
@@ -70,6 +71,8 @@ class Slot:
         self._queue_task: asyncio.Task | None = None
         self._finished = asyncio.Event()
         self._state: SlotState | None = None
+        self._current_id: int | None = None  # the job being accepted/run (set before the Job exists)
+        self._early_stop: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -275,6 +278,8 @@ class Slot:
             return
         if self.job is not None and message.jobid == self.job.id:
             self.job.request_stop(message.type)
+        elif message.jobid == self._current_id:  # accepted, Job object not created yet
+            self._early_stop = message.type
         elif self.queue and message.jobid in self.queue.pending_ids:
             self.queue.marked[int(message.jobid)] = message.type
             log.info("[slot %d] queued job %s will be skipped (%s)", self.instance, message.jobid, message.type)
@@ -316,6 +321,7 @@ class Slot:
                 if skip is not None:
                     await self._skip(conn, info, skip)
                     continue
+                self._current_id, self._early_stop = info.id, None
                 if not await self._accept(conn, info, single):
                     self.queue.record(info.id, False)
                     continue
@@ -324,6 +330,7 @@ class Slot:
                 if outcome.stop_reason == oc.API_FAILURE:
                     conn.request_reregistration()
         finally:
+            self._current_id = None
             self.queue = None
             self.queue_data = {}
             self.job_host = None
@@ -361,6 +368,8 @@ class Slot:
                          on_state=self._job_state_changed)
         job = Job(info, ctx)
         self.job = job
+        if self._early_stop is not None:
+            job.request_stop(self._early_stop)
         self.worker.bus.publish(ev.JobAccepted(instance=self.instance, job_id=info.id, name=info.name or
                                                info.settings_str.get("NAME", ""), host=conn.name,
                                                max_job_time=job.max_job_time,
@@ -371,6 +380,7 @@ class Slot:
         finally:
             self.job = None
             self.viewers = 0
+            await asyncio.to_thread(reap_orphan_zombies)
             if self.worker.cache is not None:
                 self.worker.cache.unpin_job(info.id)
         log.info("[slot %d] job %d finished: %s%s", self.instance, info.id, outcome.result,

@@ -28,7 +28,8 @@ class Worker:
     """Implements ``backend.api.Runtime``."""
 
     def __init__(self, config: WorkerConfig, *, bus: EventBus | None = None,
-                 request_observer: Callable[[str, str, int | None, bool], None] | None = None) -> None:
+                 request_observer: Callable[[str], Callable[[str, str, int | None, bool], None]] | None = None
+                 ) -> None:
         self.config = config
         self.bus = bus or EventBus()
         self.view = WorkerView()
@@ -50,9 +51,9 @@ class Worker:
     def stopping(self) -> bool:
         return self.draining or self.quitting
 
-    def observe_request(self, method: str, endpoint: str, status: int | None, retried: bool) -> None:
-        if self._request_observer is not None:
-            self._request_observer(method, endpoint, status, retried)
+    def request_observer(self, base_url: str) -> Callable[[str, str, int | None, bool], None] | None:
+        """The metrics hook for one web UI's API client (None without metrics)."""
+        return self._request_observer(base_url) if self._request_observer is not None else None
 
     # -- Runtime command API -------------------------------------------------------------------------
 

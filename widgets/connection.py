@@ -35,7 +35,8 @@ def _state_label(hv: HostView, now: float) -> Text:
 
 def host_line(host: str, views: list[HostView], now: float) -> Text:
     """One line per web UI: icon, host, then each distinct state with the slots (and worker ids) in it."""
-    worst = max(views, key=lambda v: list(HostState).index(v.state) if v.state is not HostState.CONNECTED else -1)
+    order = list(HostState)
+    worst = max(views, key=lambda v: -1 if v.state is HostState.CONNECTED else order.index(v.state))
     line = Text(f"{HOST_ICON.get(worst.state, '?')} ", style=HOST_STYLE.get(worst.state, ""))
     line.append(host, style="bold")
     by_label: dict[str, tuple[Text, list[str]]] = {}

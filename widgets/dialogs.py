@@ -15,17 +15,19 @@ class ConfirmScreen(ModalScreen[bool]):
 
     BINDINGS = [Binding("escape,n", "cancel", "Cancel"), Binding("y", "confirm", "Confirm")]
 
-    def __init__(self, title: str, question: str, confirm_label: str = "Yes", *, danger: bool = False) -> None:
+    def __init__(self, title: str, question: str, confirm_label: str = "Yes", *,
+                 danger: bool = False) -> None:
         super().__init__(classes="dialog-screen")
-        self._title, self._question = title, question
-        self._confirm_label, self._danger = confirm_label, danger
+        self._dlg_title, self._dlg_question = title, question
+        self._dlg_confirm, self._dlg_danger = confirm_label, danger
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._title, classes="dialog-title")
-            yield Static(self._question, classes="dialog-text")
+            yield Label(self._dlg_title, classes="dialog-title")
+            yield Static(self._dlg_question, classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(self._confirm_label, id="confirm", variant="error" if self._danger else "primary")
+                variant = "error" if self._dlg_danger else "primary"
+                yield Button(self._dlg_confirm, id="confirm", variant=variant)
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
@@ -48,10 +50,10 @@ class QuitScreen(ModalScreen[str]):
 
     def __init__(self, running: int) -> None:
         super().__init__(classes="dialog-screen")
-        self._running = running
+        self._jobs_running = running
 
     def compose(self) -> ComposeResult:
-        n = self._running
+        n = self._jobs_running
         with Vertical(classes="dialog"):
             yield Label("Quit qaworker?", classes="dialog-title")
             yield Static(f"{n} job{'s' if n != 1 else ''} running — quit now (jobs end incomplete) or drain "

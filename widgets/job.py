@@ -112,17 +112,24 @@ class DeveloperPanel(Static):
 class ModuleList(VerticalScroll):
     """Test modules with live results; keeps the running module in view."""
 
+    _current_index: int | None = None
+
     def compose(self) -> ComposeResult:
         yield Static(id="modules-text")
 
     def show(self, job: JobView | None, categories: bool = False) -> None:
         self.query_one("#modules-text", Static).update(modules_text(job, categories))
-        self.border_title = f"modules {job.modules_done}/{len(job.modules)}" if job and job.modules else "modules"
-        if job is not None and job.current_module:
-            names = [m.name for m in job.modules]
-            if job.current_module in names:
-                index = names.index(job.current_module)
-                self.scroll_to(y=max(0, index - self.size.height // 2), animate=False)
+        done = f" {job.modules_done}/{len(job.modules)}" if job and job.modules else ""
+        self.border_title = f"modules{done}"
+        names = [m.name for m in job.modules] if job is not None else []
+        current = job.current_module if job is not None else ""
+        self._current_index = names.index(current) if current in names else None
+        # after the refresh the size is known, so the running module lands in the same place every time
+        self.call_after_refresh(self._scroll_current)
+
+    def _scroll_current(self) -> None:
+        if self._current_index is not None and self.size.height:
+            self.scroll_to(y=max(0, self._current_index - self.size.height // 2), animate=False)
 
 
 class SlotDetail(Vertical):

@@ -70,7 +70,8 @@ class SlotTable(DataTable):
         job_cell = Text(f"#{job.job_id} ", style="bold")
         job_cell.append(truncate(job.name, width - len(job_cell)))
         current = job.current_module or (slot.reason if slot.state is not SlotState.RUNNING else "") or "—"
-        module = Text(truncate(current, (10 if narrow else 16) if job.paused else 18),
+        room = (12 if narrow else 18) - (2 if job.paused else 0)
+        module = Text(truncate(current, room),
                       style="" if job.current_module else "dim")
         if job.paused:
             module.append(" ‖", style="bold yellow")

@@ -175,22 +175,26 @@ class IsotovideoProcess:
         await asyncio.shield(self._stop_task)
 
     async def _stop(self, grace: float) -> None:
+        # Remember the job's processes while they are alive: dead, they are unrecognisable zombies.
+        known = await asyncio.to_thread(procs.find_job_processes, self.marker, self.pool_dir)
         if self._proc.returncode is None:
             log.info("stopping isotovideo (pid %d) with SIGTERM to its process group", self.pid)
             _killpg(self.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
             except TimeoutError:
-                log.warning("isotovideo (pid %d) still running after %.0f s, sending SIGKILL", self.pid, grace)
+                log.warning("isotovideo (pid %d) still running after %.0f s, sending SIGKILL",
+                            self.pid, grace)
         # Whatever is left in the group (also after a natural exit) gets SIGKILL, as in §11.2.
         _killpg(self.pid, signal.SIGKILL)
         await self.wait()
-        await sweep_job_processes(self.marker, self.pool_dir, grace=min(grace, 5.0))
+        await sweep_job_processes(self.marker, self.pool_dir, grace=min(grace, 5.0), known=known)
 
 
-async def sweep_job_processes(marker: str, pool_dir: Path, *, grace: float = 5.0) -> list[int]:
+async def sweep_job_processes(marker: str, pool_dir: Path, *, grace: float = 5.0,
+                              known: list[psutil.Process] | None = None) -> list[int]:
     """Kill every leftover process of the job (marker, cwd in pool, qemu.pid). Returns their pids."""
-    killed = await asyncio.to_thread(procs.sweep, marker, pool_dir, grace)
+    killed = await asyncio.to_thread(procs.sweep, marker, pool_dir, grace, 4, known or ())
     if killed:
         log.warning("killed %d leftover job process(es): %s", len(killed), killed)
     return killed

@@ -187,24 +187,42 @@ def reap_children(pids: Iterable[int]) -> None:
             log.debug("waitpid(%d): %s", pid, exc)
 
 
-def reap_orphan_zombies() -> list[int]:
-    """Reap zombie children that asyncio does not own (re-parented orphans). Returns their pids."""
-    reaped = []
+# Zombie children first seen at (monotonic time); see reap_orphan_zombies.
+_zombies_seen: dict[int, float] = {}
+
+
+def reap_orphan_zombies(min_age: float = 1.0) -> list[int]:
+    """Reap re-parented orphans that died on their own. Returns the reaped pids.
+
+    A zombie child might also be a subprocess another module spawned through asyncio, whose
+    watcher reaps it within milliseconds. So only zombies already seen ``min_age`` seconds ago
+    (by an earlier call) are reaped: nobody else is waiting for those. Call it after every job.
+    """
+    now = time.monotonic()
+    reaped: list[int] = []
+    zombies: set[int] = set()
     try:
         children = psutil.Process().children()
     except psutil.Error:
         return reaped
     for child in children:
-        if child.pid in _asyncio_children:
+        try:
+            if child.pid in _asyncio_children or child.status() != psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        zombies.add(child.pid)
+        first = _zombies_seen.setdefault(child.pid, now)
+        if now - first < min_age:
             continue
         try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                continue
-            pid, _status = os.waitpid(child.pid, os.WNOHANG)
-            if pid:
-                reaped.append(pid)
-        except (psutil.Error, ChildProcessError):
-            continue
+            if os.waitpid(child.pid, os.WNOHANG)[0]:
+                reaped.append(child.pid)
+        except ChildProcessError:
+            pass
+    for pid in list(_zombies_seen):
+        if pid not in zombies or pid in reaped:
+            del _zombies_seen[pid]
     return reaped
 
 
@@ -226,9 +244,16 @@ def kill_processes(procs: list[psutil.Process], grace: float) -> list[int]:
     return pids
 
 
-def sweep(marker: str, pool_dir: Path, grace: float = 5.0, rounds: int = 4) -> list[int]:
-    """Kill every process of the job, repeating while new ones appear (forks during the sweep)."""
+def sweep(marker: str, pool_dir: Path, grace: float = 5.0, rounds: int = 4,
+          known: Iterable[psutil.Process] = ()) -> list[int]:
+    """Kill every process of the job, repeating while new ones appear (forks during the sweep).
+
+    ``known`` are job processes snapshotted before the group was killed: once dead they are
+    zombies (no environ/cwd left to recognise them), so they are waited for and reaped by pid.
+    """
     killed: list[int] = []
+    known = list(known)
+    reap_orphan_zombies()
     for n in range(rounds):
         procs = find_job_processes(marker, pool_dir)
         procs = [p for p in procs if _alive(p)]
@@ -236,5 +261,8 @@ def sweep(marker: str, pool_dir: Path, grace: float = 5.0, rounds: int = 4) -> l
             break
         # The last round skips the courtesy SIGTERM: something keeps spawning.
         killed += kill_processes(procs, grace if n < rounds - 1 else 0.0)
+    if known:
+        wait_gone(known, 2.0)
+        reap_children(p.pid for p in known)
     reap_orphan_zombies()
     return sorted(set(killed))

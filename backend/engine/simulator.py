@@ -24,7 +24,7 @@ SIM_CRASH              = module: during it write base_state.json (backend, "QEMU
 SIM_HANG               = module: stop making progress forever (still honours SIGTERM)
 SIM_IGNORE_SIGTERM     =1: ignore SIGTERM (needs the worker's SIGKILL)
 SIM_ORPHAN             =1: double-fork a sleeping grandchild in its own session that outlives the simulator
-SIM_QEMU_PID           =1: start a ``qemu-system-x86_64`` (a symlink to sleep) child, write its pid to qemu.pid
+SIM_QEMU_PID           =1: start a ``qemu-system-x86_64`` child (a symlink to sleep), pid in qemu.pid
 SIM_PAUSE              = module: pause with "paused at needle mismatch" for SIM_PAUSE_SECONDS (default 5)
                        or until a ws ``{"cmd":"resume_test_execution"}``
 SIM_NO_TESTS           =1: schedule no test modules
@@ -271,6 +271,7 @@ class Simulator:
         self.pause_at = ""
         self._resume = asyncio.Event()
         self.server: CommandServer | None = None
+        self.server_task: asyncio.Task[None] | None = None
         self.qemu: subprocess.Popen[bytes] | None = None
 
     # -- state output ---------------------------------------------------------------------------
@@ -312,6 +313,24 @@ class Simulator:
             self.pause_at = str(cmd.get("name") or "")
             await self.broadcast({"set_pause_at_test": self.pause_at or None})
 
+    async def start_server(self, port: int) -> None:
+        server = CommandServer(self, port, self.s.jobtoken)
+        try:
+            await server.start()
+        except OSError as exc:
+            _log(f"cmdsrv: cannot listen on port {port}: {exc}", "warn")
+            await server.stop()
+            return
+        self.server = server
+
+    async def stop_server(self) -> None:
+        if self.server_task is not None and not self.server_task.done():
+            self.server_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.server_task
+        if self.server is not None:
+            await self.server.stop()
+
     # -- processes ------------------------------------------------------------------------------
 
     def start_qemu(self) -> None:
@@ -337,12 +356,8 @@ class Simulator:
         (self.results / ".thumbs").mkdir(exist_ok=True)
         (self.results / "ulogs").mkdir(exist_ok=True)
         if self.s.qemuport:
-            self.server = CommandServer(self, self.s.qemuport + 1, self.s.jobtoken)
-            try:
-                await self.server.start()
-            except OSError as exc:
-                _log(f"cmdsrv: cannot listen on port {self.s.qemuport + 1}: {exc}", "warn")
-                self.server = None
+            # In the background: the tests start at once, like os-autoinst's separate cmdsrv process.
+            self.server_task = asyncio.create_task(self.start_server(self.s.qemuport + 1))
         if self.s.qemu_pid:
             self.start_qemu()
         write_json_atomic(self.results / "test_order.json", [
@@ -379,14 +394,16 @@ class Simulator:
         if module in (s.pause, self.pause_at):
             await self.pause()
         step = s.module_seconds / (s.screenshots + 1)
+        loop = asyncio.get_running_loop()
+        start = loop.time()  # sleep to deadlines: screenshot encoding time is part of the module time
         details: list[dict[str, Any]] = []
         for n in range(1, s.screenshots + 1):
-            await asyncio.sleep(step)
+            await asyncio.sleep(max(0.0, start + n * step - loop.time()))
             if module == s.crash and n > s.screenshots // 2:
                 raise Crash
             ok = not (module == s.fail and n == s.screenshots)
             await self.screenshot(module, n, details, ok)
-        await asyncio.sleep(step)
+        await asyncio.sleep(max(0.0, start + s.module_seconds - loop.time()))
         if module == s.crash:
             raise Crash
         result = "fail" if module == s.fail else "softfail" if module == s.softfail else "ok"
@@ -395,7 +412,7 @@ class Simulator:
         details.append({"text": text, "title": "Soft Failed" if result == "softfail" else f"{module} output",
                         "result": "softfail" if result == "softfail" else "ok"})
         write_json_atomic(self.results / f"result-{module}.json", {
-            "details": details, "result": result, "dents": 0, "execution_time": round(s.module_seconds)})
+            "details": details, "result": result, "dents": 0, "execution_time": round(loop.time() - start)})
         _log(f"||| finished {module} {CATEGORY} ({result})")
         self.serial(f"{module}: {result}")
 
@@ -470,8 +487,7 @@ async def _amain(sim: Simulator) -> int:
             return 1
         return main.result()
     finally:
-        if sim.server is not None:
-            await sim.server.stop()
+        await sim.stop_server()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,7 +61,7 @@ class JobContext:
     worker_hostname: str
     image_pool: Executor
     assets: AssetProvider | None = None
-    tests_dir_provider: Callable[[], Any] | None = None  # async () -> Path | None (cache test sync)
+    tests_dir_provider: Callable[[Any], Any] | None = None  # async (job) -> Path | None (cache test sync)
     stop_grace: float = 30.0
     on_state: Callable[[Job], None] | None = None  # the slot re-publishes slot state / worker_status
 
@@ -220,7 +220,7 @@ class Job:
         argv, uses_shell = build_command(self.ctx.isotovideo, self.settings)
         if uses_shell:
             self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
-        full_env = {**os.environ, **env}
+        full_env = dict(env)  # the engine adds the worker's own environment
         try:
             self.process = await IsotovideoProcess.start(argv, pool_dir=self.pool_dir, env=full_env,
                                                          log_path=self.pool_dir / "autoinst-log.txt",

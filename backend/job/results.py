@@ -140,10 +140,10 @@ class ResultsReader:
                 if not isinstance(detail, dict):
                     continue
                 shot = detail.get("screenshot")
-                if isinstance(shot, str) and shot:
+                if _plain_name(shot):
                     out.screenshots.append(shot)
                 for key in ("text", "audio"):
-                    if isinstance(detail.get(key), str) and detail[key]:
+                    if _plain_name(detail.get(key)):
                         out.files.append(detail[key])
             extra = result.get("extra_test_results")
             if isinstance(extra, list):
@@ -182,6 +182,11 @@ class ResultsReader:
 
     def thumbnail_path(self, name: str) -> Path:
         return self.testresults / ".thumbs" / name
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name inside testresults/ (never a path that could reach other files)."""
+    return isinstance(name, str) and bool(name) and "/" not in name and name not in (".", "..")
 
 
 def attach_md5(results: dict[str, dict[str, Any]], md5s: dict[str, str]) -> None:

@@ -294,8 +294,10 @@ def asset_keys(variables: dict) -> dict[str, str]:
 def check_pool_name(name: str, what: str, category: str = ASSET_FAILURE) -> str:
     """``name`` if it is safe as a single entry of the pool directory, else SetupError."""
     problem = None
-    if not name or name in (".", ".."):
+    if not name:
         problem = "is empty"
+    elif name in (".", ".."):
+        problem = "is a directory reference"
     elif "\x00" in name:
         problem = "contains a NUL byte"
     elif _CONTROL_RE.search(name):

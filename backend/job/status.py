@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.events import DeveloperSession, EventBus, JobProgress, LiveViewers, LogLines, ModuleStatus
-from backend.job.imageopt import OptimizeError, md5_file, optimize_image
+from backend.job.imageopt import OPTIMIZE_ATTEMPTS, OptimizeError, md5_file, optimize_image
 from backend.job.imageopt import make_image_pool as make_image_pool
 from backend.job.results import ReadResult, ResultsReader, attach_md5
 from backend.job.upload import (
@@ -72,6 +73,7 @@ class JobReporter:
         self.ctx = ctx
         self.interval = STATUS_INTERVAL
         self.live_interval = LIVE_STATUS_INTERVAL
+        self.optimize_pause = 1.0  # between optimisation attempts (NEW: 5 attempts, 1 s apart)
         self.upload_error: str | None = None
         self.reader = ResultsReader(ctx.pool_dir)
         self._live = LiveLog(ctx.pool_dir)
@@ -93,6 +95,8 @@ class JobReporter:
         self._broken = False
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        # Few optimisations in flight per job, so slots sharing the pool interleave fairly.
+        self._optimize_gate = asyncio.Semaphore(max(2, os.cpu_count() or 2))
         self._task: asyncio.Task[None] | None = None
 
     # -- control ----------------------------------------------------------------------------------
@@ -264,10 +268,8 @@ class JobReporter:
         """md5 of every named screenshot, computed once per file in the process pool."""
         missing = sorted({n for n in names if n not in self._md5})
         if missing:
-            loop = asyncio.get_running_loop()
-            pool = self.ctx.image_pool
             paths = [str(self.reader.screenshot_path(n)) for n in missing]
-            futures = [loop.run_in_executor(pool, md5_file, p) for p in paths]
+            futures = [self._in_pool(md5_file, p) for p in paths]
             for name, outcome in zip(missing, await asyncio.gather(*futures, return_exceptions=True),
                                      strict=True):
                 if isinstance(outcome, str):
@@ -351,14 +353,24 @@ class JobReporter:
             return
         self.tracker.optipng_queue += 1
         self.tracker.publish()
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.ctx.image_pool, optimize_image, str(path), settings.use_pngquant)
-        except (OptimizeError, OSError, concurrent.futures.process.BrokenProcessPool) as exc:
+            async with self._optimize_gate:
+                await self._in_pool(optimize_image, str(path), settings.use_pngquant, OPTIMIZE_ATTEMPTS,
+                                    self.optimize_pause)
+        except (OptimizeError, OSError) as exc:
             self._optimize_failed(str(exc))
         finally:
             self.tracker.optipng_queue -= 1
         self._optimized.add(path)
+
+    async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` in the shared process pool; a thread if that pool broke (a killed child)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.ctx.image_pool, fn, *args)
+        except concurrent.futures.process.BrokenProcessPool:
+            log.warning("[job %d] image process pool is broken; using a thread for %s", self.ctx.job_id,
+                        fn.__name__)
+            return await asyncio.to_thread(fn, *args)
 
     def _optimize_failed(self, error: str) -> None:
         log.error("[job %d] %s", self.ctx.job_id, error)

@@ -16,19 +16,23 @@ SX_LSCALAR = 0x01
 SX_SCALAR = 0x0A
 
 
-def _scalar(data: bytes) -> bytes:
-    if len(data) <= 255:
-        return bytes((SX_SCALAR, len(data))) + data
-    return bytes((SX_LSCALAR,)) + struct.pack(">I", len(data)) + data
+def _scalar_header(length: int) -> bytes:
+    if length <= 255:
+        return bytes((SX_SCALAR, length))
+    return bytes((SX_LSCALAR,)) + struct.pack(">I", length)
 
 
-def encode_chunk(fields: dict[str, str]) -> bytes:
-    """Serialise ``fields`` like ``Storable::nfreeze({...})``: value first, then key, per entry."""
+def encode_chunk(fields: dict[str, str | bytes]) -> bytes:
+    """Serialise ``fields`` like ``Storable::nfreeze({...})``: value first, then key, per entry.
+
+    Values may be given as bytes (the hex content) to avoid a copy of the largest field.
+    """
     parts = [bytes((MAGIC_NETORDER, MINOR_VERSION, SX_HASH)), struct.pack(">I", len(fields))]
     for key, value in fields.items():
         raw_value = value if isinstance(value, bytes) else str(value).encode()
         raw_key = key.encode()
-        parts.append(_scalar(raw_value))
+        parts.append(_scalar_header(len(raw_value)))
+        parts.append(raw_value)
         parts.append(struct.pack(">I", len(raw_key)))
         parts.append(raw_key)
     return b"".join(parts)

@@ -33,6 +33,7 @@ MODULE_RESULTS = {"ok": "passed", "fail": "failed", "softfail": "softfailed", "u
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/jobs", create_job)
+    app.router.add_get("/api/v1/jobs", list_jobs)
     app.router.add_get(r"/api/v1/jobs/{id:\d+}", show_job)
     app.router.add_get(r"/api/v1/jobs/{id:\d+}/details", job_details)
     app.router.add_post(r"/api/v1/jobs/{id:\d+}/cancel", cancel_job)
@@ -55,6 +56,12 @@ async def create_job(request: web.Request) -> web.Response:
     form = await request.post()
     settings.update({k: str(v) for k, v in form.items()})
     return web.json_response({"id": ui.schedule_job(settings)})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    ui = ui_of(request)
+    ordered = sorted(ui.jobs.values(), key=lambda j: j.id)
+    return web.json_response({"jobs": [ui.state.job_object(j) for j in ordered]})
 
 
 async def show_job(request: web.Request) -> web.Response:

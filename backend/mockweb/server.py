@@ -312,12 +312,21 @@ class MockWebUI:
 
     def add_asset(self, asset_type: str, name: str, content: bytes | None = None,
                   size: int | None = None) -> Path:
-        """Create a downloadable asset: given content, or ``size`` pseudo-random-ish bytes (sparse-free)."""
+        """Create a downloadable asset: ``content``, or ``size`` bytes of a name-seeded pattern.
+
+        Synchronous on purpose (test setup); big sizes are written block by block.
+        """
         path = self.asset_path(asset_type, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if content is None:
-            content = _pattern(size if size is not None else 1024, name)
-        path.write_bytes(content)
+        with open(path, "wb") as fh:
+            if content is not None:
+                fh.write(content)
+            else:
+                remaining = size if size is not None else 1024
+                block = _pattern(1024 * 1024, name)
+                while remaining > 0:
+                    fh.write(block[:remaining])
+                    remaining -= len(block)
         return path
 
     def download_count(self, asset_type: str, name: str) -> int:

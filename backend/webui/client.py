@@ -33,11 +33,12 @@ class ApiError(Exception):
     """A request that failed for good. ``str()`` is the text used in job reasons."""
 
     def __init__(self, message: str, status: int | None = None, retriable: bool = False,
-                 body: Any = None) -> None:
+                 body: Any = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retriable = retriable
         self.body = body
+        self.retry_after = retry_after  # the server's Retry-After, for callers that retry themselves
 
     @property
     def is_client_error(self) -> bool:
@@ -177,7 +178,8 @@ class ApiClient:
             self._observe(method, label, status, retriable and attempt < attempts)
             if not retriable or attempt >= attempts:
                 self.last_error = message
-                raise ApiError(message, status, retriable=retriable, body=_json_or_none(response))
+                raise ApiError(message, status, retriable=retriable, body=_json_or_none(response),
+                               retry_after=parse_retry_after(response.headers.get("retry-after")))
             delay = parse_retry_after(response.headers.get("retry-after"))
             if delay is None:
                 delay = self.retry.busy_delay if status in BUSY_CODES else self.retry.delay

@@ -169,7 +169,6 @@ class WebUIConnection:
     async def _register(self) -> None:
         params: list[tuple[str, object]] = list((await self._capabilities()).items())
         params += [("job_id", job_id) for job_id in self._held_job_ids()]
-        params.append(("instance", self.instance))
         response = await self.client.request("POST", "/api/v1/workers", params=params, attempts=1)
         body = response.json() if response.content else {}
         worker_id = body.get("id") if isinstance(body, dict) else None
@@ -187,7 +186,8 @@ class WebUIConnection:
             self._set_state(HostState.DISABLED, reason=message)
             return 0.0
         self._failed(message)
-        return self._backoff()
+        backoff = self._backoff()
+        return min(exc.retry_after, MAX_BACKOFF * 5) if exc.retry_after is not None else backoff
 
     async def _connect_ws(self) -> ClientConnection:
         scheme = "wss" if self.client.base_url.startswith("https") else "ws"

@@ -25,18 +25,16 @@ def simulator_path(tmp: Path) -> str:
     installed = Path(sys.executable).parent / "qaworker-simulator"
     if installed.exists():
         return str(installed)
-    wrapper = tmp / "qaworker-simulator"
-    if not wrapper.exists():
-        wrapper.write_text(f"#!/bin/sh\ncd . && PYTHONPATH={ROOT} exec {sys.executable} -m backend.engine.simulator \"$@\"\n")
-        wrapper.chmod(0o755)
-    return str(wrapper)
+    from backend.engine.simulator import simulator_command
+
+    return simulator_command()
 
 
 def make_config(tmp: Path, urls: list[str], *, instances: list[int] | None = None, settings: dict | None = None,
                 cache: bool = False, secret: str = SECRET, env: dict | None = None) -> WorkerConfig:
     prjdir = tmp / "openqa"
     share = prjdir / "share"
-    (share / "tests").mkdir(parents=True, exist_ok=True)
+    (share / "tests" / "sim").mkdir(parents=True, exist_ok=True)  # DISTRI=sim: the default CASEDIR
     hosts = [HostConfig(configured=u, base_url=u, api_key=KEY, api_secret=secret, share_dir=share) for u in urls]
     instances = instances or [free_instance()]
     base = {"WORKER_CLASS": "qemu_x86_64,test", "WORKER_HOSTNAME": "127.0.0.1", "RETRY_DELAY": "0.2",

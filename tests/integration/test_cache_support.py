@@ -73,6 +73,7 @@ class AssetServer:
         app = web.Application()
         app.router.add_get("/tests/{job}/asset/{type}/{name}", self._redirect)
         app.router.add_get("/assets/{type}/{name}", self._serve)
+        app.router.add_get("/_stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -84,6 +85,11 @@ class AssetServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({f"{t}/{n}": {"requests": a.requests, "downloads": a.downloads,
+                                               "not_modified": a.not_modified}
+                                  for (t, n), a in self.assets.items()})
 
     async def _redirect(self, request: web.Request) -> web.Response:
         self.redirects += 1

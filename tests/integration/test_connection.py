@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from backend.events import HostState, SlotState
-from tests.integration.harness import make_config, mock_web, running_worker, wait_registered
+from tests.integration.harness import KEY, SECRET, job_settings, make_config, mock_web, running_worker, wait_registered
 
 
 async def test_registers_connects_and_reports_free(tmp_path):
@@ -44,22 +44,14 @@ async def test_reregisters_after_server_restart(tmp_path):
             await _wait(lambda: worker.view.hosts[(web.url, slot.instance)].state is HostState.FAILED)
             from backend.mockweb.server import MockWebUI
 
-            again = MockWebUI(tmp_path / "webui2", api_key=web_key(web), api_secret=web_secret(web), port=port)
+            again = MockWebUI(tmp_path / "webui2", api_key=KEY, api_secret=SECRET, port=port)
             await again.start()
             try:
                 await wait_registered(again, timeout=20)
-                assert worker.view.hosts[(web.url, slot.instance)].state is HostState.CONNECTED
+                await _wait(lambda: worker.view.hosts[(web.url, slot.instance)].state is HostState.CONNECTED)
             finally:
                 await again.stop()
             await web.start()  # so the context manager's stop() has something to stop
-
-
-def web_key(web):
-    return web.api_key if hasattr(web, "api_key") else "1234567890ABCDEF"
-
-
-def web_secret(web):
-    return web.api_secret if hasattr(web, "api_secret") else "FEDCBA0987654321"
 
 
 async def test_wrong_secret_disables_host_and_worker_exits(tmp_path):
@@ -76,7 +68,8 @@ async def test_wrong_secret_disables_host_and_worker_exits(tmp_path):
 
 async def test_503_with_retry_after_is_retried_after_that_delay(tmp_path):
     async with mock_web(tmp_path) as web:
-        web.faults.fail(r"^/api/v1/workers$", 503, times=1, retry_after=1.5)
+        # times=2: the redirect probe (HEAD) takes the first failure, the registration the second
+        web.faults.fail(r"^/api/v1/workers$", 503, times=2, retry_after=1.5)
         started = time.monotonic()
         async with running_worker(make_config(tmp_path, [web.url])):
             await wait_registered(web, timeout=15)
@@ -95,9 +88,8 @@ async def test_two_hosts_one_down(tmp_path):
             await wait_registered(web)
             slot = worker.slots[0]
             await _wait(lambda: worker.view.hosts[(dead, slot.instance)].state is HostState.FAILED)
-            assert worker.view.hosts[(web.url, slot.instance)].state is HostState.CONNECTED
-            job_id = web.schedule_job({"WORKER_CLASS": "test", "SIM_MODULES": "boot", "SIM_MODULE_SECONDS": "0.2",
-                                       "OPTIMIZE_IMAGES": "0", "SIM_SCREENSHOT_SIZE": "32x32"})
+            await _wait(lambda: worker.view.hosts[(web.url, slot.instance)].state is HostState.CONNECTED)
+            job_id = web.schedule_job(job_settings(SIM_MODULES="boot"))
             job = await web.wait_job_done(job_id, 30)
             assert job.result == "passed"
 

@@ -194,3 +194,26 @@ def test_sweep_refuses_to_match_by_cwd_for_a_too_broad_pool_dir() -> None:
     # Fault 29: an empty/root pool dir must never make every process "belong" to the job.
     assert procs.find_job_processes(new_marker(), Path("/")) == []
     assert procs.find_job_processes(new_marker(), Path("/tmp")) == []
+
+
+async def test_orphans_that_die_on_their_own_are_reaped_not_left_as_zombies(pool: Path) -> None:
+    script = ("import os, sys\n"
+              "if os.fork() == 0:\n"
+              "    os.setsid()\n"
+              "    if os.fork() == 0:\n"
+              "        os.execv(sys.argv[1], [sys.argv[1], '0.3'])\n"
+              "    os._exit(0)\n"
+              "os.wait()\n")
+    proc = await IsotovideoProcess.start([sys.executable, "-c", script, SLEEP], pool_dir=pool, env={},
+                                         log_path=pool / "autoinst-log.txt", marker=new_marker())
+    assert await proc.wait() == 0
+    # the grandchild re-parents to us (subreaper) and exits: a zombie nobody else will reap
+    deadline = time.monotonic() + 5
+    while not (zombies := [c for c in psutil.Process().children()
+                           if c.status() == psutil.STATUS_ZOMBIE and c.pid != proc.pid]):
+        assert time.monotonic() < deadline, "the orphan never became our zombie child"
+        await asyncio.sleep(0.05)
+    assert procs.reap_orphan_zombies(min_age=0.2) == []  # too young: could be asyncio's own child
+    await asyncio.sleep(0.3)
+    assert set(procs.reap_orphan_zombies(min_age=0.2)) >= {z.pid for z in zombies}
+    assert_all_gone([z.pid for z in zombies])

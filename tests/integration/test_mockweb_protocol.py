@@ -86,7 +86,8 @@ async def test_registration_validates_and_stores_properties(ui: MockWebUI, probe
     assert worker.properties["ISOTOVIDEO_INTERFACE_VERSION"] == "59"
     assert worker.properties["WORKER_CLASS"] == "qemu_x86_64"
     listing = (await probe.call("GET", "/api/v1/workers")).json()["workers"]
-    assert [(w["host"], w["instance"], w["status"], w["websocket"]) for w in listing] == [("w1", 3, "idle", 0)]
+    rows = [(w["host"], w["instance"], w["status"], w["websocket"]) for w in listing]
+    assert rows == [("w1", 3, "idle", 0)]
 
 
 async def test_2023_registration_has_no_port_delta_and_liveview_on_port_plus_2(tmp_path: Path) -> None:
@@ -271,7 +272,8 @@ async def test_stale_jobs_are_abandoned_after_worker_timeout(tmp_path: Path) -> 
         await probe.receive()
         await probe.send({"type": "accepted", "jobid": job_id})
         job = await ui.wait_job_done(job_id, timeout=5)
-        assert job.result == "incomplete" and "has not sent any status updates for too long" in (job.reason or "")
+        assert job.result == "incomplete"
+        assert "has not sent any status updates for too long" in (job.reason or "")
 
 
 async def test_drop_websockets_closes_worker_connections(ui: MockWebUI, probe: Probe) -> None:

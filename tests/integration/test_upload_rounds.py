@@ -1,4 +1,5 @@
 """Status posts and upload rounds against a recording web UI on 127.0.0.1 (PROTOCOL.md §13)."""
+# ruff: noqa: F811 - the pytest fixtures imported below are requested by argument name
 
 from __future__ import annotations
 
@@ -149,11 +150,11 @@ async def test_status_rejected_by_the_web_ui_stops_the_job_with_api_failure(harn
     h = harness
     h.builder.status("running", "")
     h.builder.order([Module("boot")])
-    h.web.status_error = (400, "Got status update for job 42 with unexpected worker ID 7 (expected 8, job is running)")
+    text = "Got status update for job 42 with unexpected worker ID 7 (expected 8, job is running)"
+    h.web.status_error = (400, text)
     h.reporter.start()
     await h.web.wait(lambda: h.stops)
-    assert h.stops == [("api-failure", "400 response: Got status update for job 42 with unexpected worker ID 7 "
-                                       "(expected 8, job is running)")]
+    assert h.stops == [("api-failure", f"400 response: {text}")]
     assert len(h.web.status_posts) == 1  # a 400 is not retried
 
 

@@ -187,10 +187,14 @@ class FakeWebUI:
         self.changed.set()
 
     async def wait(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds: woken by requests, re-checked every 20 ms for worker state."""
         async with asyncio.timeout(timeout):
             while not predicate():
                 self.changed.clear()
-                await self.changed.wait()
+                try:
+                    await asyncio.wait_for(self.changed.wait(), 0.02)
+                except TimeoutError:
+                    pass
 
     async def _status(self, request: web.Request) -> web.Response:
         self._check(request)

@@ -45,7 +45,7 @@ def make(name: str, **kwargs) -> tuple[ScriptedRuntime, QaworkerApp]:
 
 
 async def test_running_slots_table_header_and_detail() -> None:
-    rt, app = make("three_running")
+    _rt, app = make("three_running")
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         table = app.screen.query_one(SlotTable)
@@ -267,7 +267,7 @@ async def test_developer_session_and_pause_are_unmissable() -> None:
 
 
 async def test_broken_and_disconnected_states_are_explained() -> None:
-    rt, app = make("broken_host")
+    _rt, app = make("broken_host")
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         header = text_of(app.screen.query_one(ConnectionBar))
@@ -275,7 +275,7 @@ async def test_broken_and_disconnected_states_are_explained() -> None:
         table = app.screen.query_one(SlotTable)
         assert cell(table, 3, "state") == "broken"
         assert "qemu-system-x86_64 not found" in cell(table, 3, "job")
-    rt, app = make("disconnected")
+    _rt, app = make("disconnected")
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         header = text_of(app.screen.query_one(ConnectionBar))
@@ -285,13 +285,13 @@ async def test_broken_and_disconnected_states_are_explained() -> None:
 
 
 async def test_upload_and_cache_progress() -> None:
-    rt, app = make("uploading")
+    _rt, app = make("uploading")
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         summary = text_of(app.screen.query_one(JobSummary))
         assert "148/231 files" in summary and "1.8 GiB / 2.6 GiB" in summary
         assert "optipng queue 12" in summary and "sle-15-SP5-x86_64-gnome.qcow2" in summary
-    rt, app = make("cache_downloading")
+    _rt, app = make("cache_downloading")
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         cache = text_of(app.screen.query_one("#cache"))
@@ -307,7 +307,7 @@ async def test_upload_and_cache_progress() -> None:
 
 
 async def test_enter_opens_detail_and_l_toggles_follow() -> None:
-    rt, app = make("three_running")
+    _rt, app = make("three_running")
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         tail = app.screen.query_one(LogTail)
@@ -347,7 +347,7 @@ async def test_help_and_command_palette() -> None:
 
 
 async def test_narrow_layout_at_80_columns() -> None:
-    rt, app = make("three_running")
+    _rt, app = make("three_running")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert app.screen.has_class("narrow")

@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC220, ASYNC240  (tests do small, deliberate blocking file and process work)
 """Availability checks (§7): order, leftover QEMU, pool lock, WORKER_HOSTNAME, load, free disk."""
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from backend.config import HostConfig, SlotConfig
 from backend.health import Availability, check_availability, worker_hostname
 from backend.job.pool import PoolDir
 
-LOAD_MSG = ("The average load ({}) is exceeding the configured threshold of {}. "
-            "The worker will temporarily not accept new jobs until the load is lower again.")
+LOAD_MSG = (
+    "The average load ({}) is exceeding the configured threshold of {}. "
+    "The worker will temporarily not accept new jobs until the load is lower again."
+)
 
 
 @pytest.fixture
@@ -41,10 +44,23 @@ def slot(pool: PoolDir, **settings: str) -> SlotConfig:
     return SlotConfig(instance=4, settings=merged, hosts=[], pool_dir=pool.path)
 
 
-async def check(pool: PoolDir, loadavg: Path, *, hostname: str | None = "localhost", no_cleanup: bool = False,
-                extra=(), **settings: str) -> Availability:
-    return await check_availability(slot(pool, **settings), pool, worker_hostname=hostname,
-                                    no_cleanup=no_cleanup, extra_checks=extra, loadavg_file=loadavg)
+async def check(
+    pool: PoolDir,
+    loadavg: Path,
+    *,
+    hostname: str | None = "localhost",
+    no_cleanup: bool = False,
+    extra=(),
+    **settings: str,
+) -> Availability:
+    return await check_availability(
+        slot(pool, **settings),
+        pool,
+        worker_hostname=hostname,
+        no_cleanup=no_cleanup,
+        extra_checks=extra,
+        loadavg_file=loadavg,
+    )
 
 
 @pytest.fixture
@@ -68,8 +84,12 @@ def hold_lock(path: Path) -> subprocess.Popen:
         print("locked", flush=True)
         sys.stdin.read()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path / ".locked")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path / ".locked")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -89,11 +109,14 @@ async def test_extra_check_comes_first_and_lock_is_not_taken(pool: PoolDir, load
     assert not pool.locked
 
 
-async def test_live_qemu_makes_worker_broken_until_it_is_gone(pool: PoolDir, loadavg: Path, fake_qemu) -> None:
+async def test_live_qemu_makes_worker_broken_until_it_is_gone(
+    pool: PoolDir, loadavg: Path, fake_qemu
+) -> None:
     (pool.path / "qemu.pid").write_text(f"{fake_qemu.pid}\n")
     result = await check(pool, loadavg)
     assert result == Availability(
-        f"A QEMU instance using the current pool directory is still running (PID: {fake_qemu.pid})")
+        f"A QEMU instance using the current pool directory is still running (PID: {fake_qemu.pid})"
+    )
     assert not pool.locked
     assert (pool.path / "qemu.pid").exists()
     os.kill(fake_qemu.pid, signal.SIGKILL)
@@ -124,7 +147,9 @@ async def test_pool_locked_by_another_worker_is_fatal(pool: PoolDir, loadavg: Pa
     holder = hold_lock(pool.path)
     try:
         result = await check(pool, loadavg)
-        assert result == Availability(f"Unable to lock pool directory: {pool.path} already locked", fatal=True)
+        assert result == Availability(
+            f"Unable to lock pool directory: {pool.path} already locked", fatal=True
+        )
     finally:
         holder.communicate("")
     assert (await check(pool, loadavg)).ok  # recovers once the other worker is gone
@@ -136,18 +161,23 @@ async def test_missing_worker_hostname(pool: PoolDir, loadavg: Path) -> None:
     assert pool.locked
 
 
-@pytest.mark.parametrize(("content", "threshold", "broken"), [
-    ("50.00 20.00 10.00 1/2 3", "40", True),  # rising
-    ("45.00 50.00 30.00 1/2 3", "40", True),  # above the 15-minute value
-    ("41.00 50.00 60.00 1/2 3", "40", True),  # falling, but everything still over the threshold
-    ("30.00 50.00 60.00 1/2 3", "40", False),  # falling edge is accepted
-    ("39.00 39.50 20.00 1/2 3", "40", False),  # below
-    ("50.00 20.00 10.00 1/2 3", "0", False),  # 0 disables
-    ("50.00 20.00 10.00 1/2 3", "", True),  # default 40
-    ("50.00 20.00 10.00 1/2 3", "lots", True),  # non-numeric -> default 40
-    ("garbage", "40", False),  # unreadable load is not a reason to refuse work
-])
-async def test_load_threshold(pool: PoolDir, loadavg: Path, content: str, threshold: str, broken: bool) -> None:
+@pytest.mark.parametrize(
+    ("content", "threshold", "broken"),
+    [
+        ("50.00 20.00 10.00 1/2 3", "40", True),  # rising
+        ("45.00 50.00 30.00 1/2 3", "40", True),  # above the 15-minute value
+        ("41.00 50.00 60.00 1/2 3", "40", True),  # falling, but everything still over the threshold
+        ("30.00 50.00 60.00 1/2 3", "40", False),  # falling edge is accepted
+        ("39.00 39.50 20.00 1/2 3", "40", False),  # below
+        ("50.00 20.00 10.00 1/2 3", "0", False),  # 0 disables
+        ("50.00 20.00 10.00 1/2 3", "", True),  # default 40
+        ("50.00 20.00 10.00 1/2 3", "lots", True),  # non-numeric -> default 40
+        ("garbage", "40", False),  # unreadable load is not a reason to refuse work
+    ],
+)
+async def test_load_threshold(
+    pool: PoolDir, loadavg: Path, content: str, threshold: str, broken: bool
+) -> None:
     loadavg.write_text(content)
     result = await check(pool, loadavg, CRITICAL_LOAD_AVG_THRESHOLD=threshold)
     shown = threshold if threshold.replace(".", "").isdigit() else "40"

@@ -24,7 +24,11 @@ def stream(monkeypatch):
     buf = io.StringIO()
     root = logging.getLogger()
     level = root.level
+    chatty = {name: logging.getLogger(name).level
+              for name in ("httpx", "httpcore", "websockets", "aiohttp.access")}
     yield buf
+    for name, old in chatty.items():
+        logging.getLogger(name).setLevel(old)
     for handler in [h for h in root.handlers if h.get_name() == "qaworker"]:
         root.removeHandler(handler)
     root.setLevel(level)
@@ -84,6 +88,16 @@ def test_json_one_object_per_line_with_extra_fields(stream):
     assert first["logger"] == "qaworker" and first["instance"] == 1 and first["job_id"] == 42
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["ts"])
     assert second["message"] == "line\nbreak" and second["level"] == "warn"
+
+
+def test_request_chatter_kept_out_unless_debugging(stream):
+    setup_logging("info", "text", stream)
+    logging.getLogger("httpx").info('HTTP Request: POST http://h/api/v1/jobs/1/status "HTTP/1.1 200 OK"')
+    logging.getLogger("httpx").warning("proxy problem")
+    assert [line.split("] ", 1)[1] for line in lines(stream)] == ["[warn] proxy problem"]
+    setup_logging("debug", "text", stream)
+    logging.getLogger("httpx").info("HTTP Request: GET /")
+    assert lines(stream)[-1].endswith("[info] HTTP Request: GET /")
 
 
 def test_bad_format_is_refused(stream):

@@ -27,21 +27,27 @@ def pool(tmp_path: Path) -> PoolDir:
 
 
 def hold_lock(path: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path / ".locked")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path / ".locked")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
 
 
-@pytest.mark.parametrize("bad", ["", ".", "/", "/var", "/tmp", "relative/pool/1", "/srv/pool/../1",
-                                 "/var/lib/openqa/pool/abc"])
+@pytest.mark.parametrize(
+    "bad", ["", ".", "/", "/var", "/tmp", "relative/pool/1", "/srv/pool/../1", "/var/lib/openqa/pool/abc"]
+)
 def test_suspicious_paths_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="Refusing"):
         PoolDir(Path(bad))
 
 
 def test_home_and_its_parents_are_refused_even_when_allowed_any_name(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "users" / "me"
     monkeypatch.setenv("HOME", str(home))
     for path in (home, home.parent):
@@ -93,14 +99,24 @@ def test_second_pooldir_object_in_same_process_is_refused(pool: PoolDir) -> None
         with pytest.raises(PoolLockError, match="already locked"):
             other.lock()
         # the failed attempt must not have released the first holder's lock
-        probe = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent("""
             import fcntl, os, sys
             fd = os.open(sys.argv[1], os.O_RDWR)
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 print("held")
-        """), str(pool.path / ".locked")], capture_output=True, text=True, timeout=10)
+        """),
+                str(pool.path / ".locked"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         assert probe.stdout.strip() == "held"
     finally:
         pool.unlock()

@@ -163,6 +163,7 @@ async def test_watchdog_only_while_healthy(listener):
     rt = FakeRuntime()
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "60000"})  # ping every 30 ms
     task = asyncio.create_task(SystemdReporter(rt, notifier, contact_window=0.3).run())
+    assert await collect(sock, 0.1) == []  # no pings (and no STATUS) before READY
     rt.bus.publish(ev.WorkerStarted(version="0.1.0", instances=(1,), hosts=(HOST,)))
     # Start-up grace: not connected yet, but not for longer than the window.
     assert "WATCHDOG=1" in await collect(sock, 0.15)
