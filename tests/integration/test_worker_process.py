@@ -1,0 +1,93 @@
+"""The real `qaworker --no-ui` process: signals mid-job (issue 3 §8) and the headless face."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from backend.engine.simulator import simulator_command
+from tests.helpers import free_instance
+from tests.integration.harness import KEY, SECRET, assert_no_leftovers, job_settings, mock_web, wait_registered
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def start_worker(tmp: Path, url: str, instance: int, extra: str = "") -> asyncio.subprocess.Process:
+    conf = tmp / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "workers.ini").write_text(
+        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
+        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n{extra}\n"
+        f"[{instance}]\nWORKER_CLASS = test\n")
+    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
+    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
+           "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "--no-ui", "--instance", str(instance), "--isotovideo", simulator_command(),
+        cwd=ROOT, env=env, stdout=(tmp / "worker.log").open("wb"), stderr=asyncio.subprocess.STDOUT)
+
+
+async def test_sigterm_mid_job_quits_duplicates_and_exits_zero(tmp_path):
+    async with mock_web(tmp_path) as web:
+        proc = await start_worker(tmp_path, web.url, free_instance())
+        try:
+            await wait_registered(web)
+            job_id = web.schedule_job(job_settings(SIM_MODULE_SECONDS="5"))
+            await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        job = web.jobs[job_id]
+        assert job.result == "incomplete"
+        assert job.reason == "quit: worker has been stopped or restarted"
+        assert job.duplicated_as is not None
+        worker = web.workers[job.assigned_worker_id]
+        assert any(m.get("type") == "quit" for m in worker.status_messages)
+        await assert_no_leftovers(proc.pid)
+        log = (tmp_path / "worker.log").read_text()
+        assert SECRET not in log
+
+
+async def test_sighup_finishes_the_job_then_exits(tmp_path):
+    async with mock_web(tmp_path) as web:
+        proc = await start_worker(tmp_path, web.url, free_instance())
+        try:
+            await wait_registered(web)
+            job_id = web.schedule_job(job_settings(SIM_MODULE_SECONDS="1"))
+            await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
+            proc.send_signal(signal.SIGHUP)
+            proc.send_signal(signal.SIGHUP)  # a second SIGHUP changes nothing
+            second = web.schedule_job(job_settings())
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert web.jobs[job_id].result == "passed"
+        assert web.jobs[second].state == "scheduled"  # never taken by a draining worker
+        await assert_no_leftovers(proc.pid)
+
+
+async def test_sigterm_when_web_ui_is_gone_still_exits(tmp_path):
+    async with mock_web(tmp_path) as web:
+        proc = await start_worker(tmp_path, web.url, free_instance())
+        try:
+            await wait_registered(web)
+            job_id = web.schedule_job(job_settings(SIM_MODULE_SECONDS="5"))
+            await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
+            await web.stop()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await web.start()
+        await assert_no_leftovers(proc.pid)
