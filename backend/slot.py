@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from backend import events as ev
 from backend.config import HostConfig, SlotConfig
-from backend.events import HostState, SlotState
 from backend.engine.procs import reap_orphan_zombies
+from backend.events import HostState, SlotState
 from backend.health import Availability, check_availability
 from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
@@ -27,7 +27,15 @@ from backend.job.pool import PoolDir
 from backend.job.sequence import JobQueue, QueuedJob, SequenceError, all_ids, flatten_sequence
 from backend.webui.client import ApiClient, ApiError, RetryPolicy
 from backend.webui.connection import WebUIConnection
-from backend.webui.messages import GrabJob, GrabJobs, Incompatible, JobInfo, LiveCommand, StopCommand, parse_job
+from backend.webui.messages import (
+    GrabJob,
+    GrabJobs,
+    Incompatible,
+    JobInfo,
+    LiveCommand,
+    StopCommand,
+    parse_job,
+)
 
 if TYPE_CHECKING:
     from backend.worker import Worker

@@ -130,7 +130,7 @@ class WorkerView:
         prefix = f"{self.stopping} – " if self.stopping else ""
         return f"{prefix}{slot_part}; {connected}/{len(self.hosts)} web UI connections up"
 
-    def apply(self, event: ev.Event) -> None:  # noqa: C901 - one flat dispatch is clearest here
+    def apply(self, event: ev.Event) -> None:
         match event:
             case ev.WorkerStarted():
                 self.version = event.version

@@ -119,7 +119,7 @@ async def assert_no_leftovers(worker_pid: int | None = None, timeout: float = 5)
 
 def _alive(p: psutil.Process) -> bool:
     try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE or p.ppid() == os.getpid()
+        return (p.is_running() and p.status() != psutil.STATUS_ZOMBIE) or p.ppid() == os.getpid()
     except psutil.NoSuchProcess:
         return False
 

@@ -6,7 +6,15 @@ import asyncio
 import time
 
 from backend.events import HostState, SlotState
-from tests.integration.harness import KEY, SECRET, job_settings, make_config, mock_web, running_worker, wait_registered
+from tests.integration.harness import (
+    KEY,
+    SECRET,
+    job_settings,
+    make_config,
+    mock_web,
+    running_worker,
+    wait_registered,
+)
 
 
 async def test_registers_connects_and_reports_free(tmp_path):
@@ -14,7 +22,7 @@ async def test_registers_connects_and_reports_free(tmp_path):
         await wait_registered(web)
         mock_worker = next(iter(web.workers.values()))
         await web.wait_for(lambda: any(m.get("type") == "worker_status" for m in mock_worker.status_messages))
-        status = [m for m in mock_worker.status_messages if m.get("type") == "worker_status"][0]
+        status = next(m for m in mock_worker.status_messages if m.get("type") == "worker_status")
         assert status["status"] == "free"
         assert mock_worker.properties["WORKER_CLASS"] == "qemu_x86_64,test"
         assert mock_worker.properties["WEBSOCKET_API_VERSION"] in ("1", 1)

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from backend.engine.simulator import simulator_command
 from tests.helpers import free_instance
-from tests.integration.harness import KEY, SECRET, assert_no_leftovers, job_settings, mock_web, wait_registered
+from tests.integration.harness import (
+    KEY,
+    SECRET,
+    assert_no_leftovers,
+    job_settings,
+    mock_web,
+    wait_registered,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

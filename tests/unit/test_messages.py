@@ -7,7 +7,16 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.webui.messages import GrabJob, GrabJobs, Info, Invalid, LiveCommand, StopCommand, parse_job, parse_message
+from backend.webui.messages import (
+    GrabJob,
+    GrabJobs,
+    Info,
+    Invalid,
+    LiveCommand,
+    StopCommand,
+    parse_job,
+    parse_message,
+)
 
 
 def test_known_messages():

@@ -54,7 +54,8 @@ NO_STATE = oc.BaseState(False)
 
 @pytest.mark.parametrize(("stop", "base", "expected"), [
     (oc.StopRequest(oc.DONE), NO_STATE, oc.SetDone(None, None)),
-    (oc.StopRequest(oc.DIED), NO_STATE, oc.SetDone("incomplete", "died: terminated prematurely, see log output for details")),
+    (oc.StopRequest(oc.DIED), NO_STATE,
+     oc.SetDone("incomplete", "died: terminated prematurely, see log output for details")),
     (oc.StopRequest(oc.CANCEL), NO_STATE, oc.SetDone("user_cancelled", None)),
     (oc.StopRequest(oc.OBSOLETE), NO_STATE, oc.SetDone("incomplete", None, newbuild=True)),
     (oc.StopRequest(oc.QUIT), NO_STATE, oc.SetDone("incomplete", "quit: worker has been stopped or restarted")),
