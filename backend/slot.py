@@ -166,7 +166,8 @@ class Slot:
 
     async def _recheck_while_broken(self) -> None:
         while True:
-            await asyncio.sleep(BROKEN_RECHECK_INTERVAL if self.availability.reason else 60.0)
+            healthy_interval = self.config.get_float("QAWORKER_HEALTH_INTERVAL", 60.0)
+            await asyncio.sleep(BROKEN_RECHECK_INTERVAL if self.availability.reason else healthy_interval)
             if not self.busy:
                 await self.recheck_availability()
 

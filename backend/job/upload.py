@@ -146,9 +146,9 @@ class FilePart:
 
     def __call__(self) -> dict[str, Any]:
         self.close()
-        if self.content is not None:
-            return {"file": (self.filename, self.content)}
-        self._fh = open(self.path, "rb")
+        # A closable stream even for in-memory content: httpx holds requests in reference cycles,
+        # closing drops the buffer without waiting for the garbage collector.
+        self._fh = io.BytesIO(self.content) if self.content is not None else open(self.path, "rb")
         return {"file": (self.filename, self._fh)}
 
     @property

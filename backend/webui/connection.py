@@ -153,8 +153,9 @@ class WebUIConnection:
         try:
             ws = await self._connect_ws()
         except WsUpgradeError as exc:
-            self._failed(str(exc))
-            return exc.retry_after if exc.retry_after is not None else self._backoff()
+            delay = exc.retry_after if exc.retry_after is not None else self._backoff()
+            self._failed(str(exc), delay)
+            return delay
         self._ws = ws
         self._failures = 0
         self.connected.set()
@@ -163,7 +164,7 @@ class WebUIConnection:
         self.connected.clear()
         self._ws = None
         if not self._closing:
-            self._failed(reason)
+            self._failed(reason, self.reconnect_delay)
         return self.reconnect_delay
 
     async def _register(self) -> None:
@@ -185,9 +186,10 @@ class WebUIConnection:
             self.last_error = str(exc)
             self._set_state(HostState.DISABLED, reason=message)
             return 0.0
-        self._failed(message)
         backoff = self._backoff()
-        return min(exc.retry_after, MAX_BACKOFF * 5) if exc.retry_after is not None else backoff
+        delay = min(exc.retry_after, MAX_BACKOFF * 5) if exc.retry_after is not None else backoff
+        self._failed(message, delay)
+        return delay
 
     async def _connect_ws(self) -> ClientConnection:
         scheme = "wss" if self.client.base_url.startswith("https") else "ws"
@@ -280,16 +282,13 @@ class WebUIConnection:
             await self._status_wakeup.wait()
             self._status_wakeup.clear()
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str, retry_in: float) -> None:
         self.last_error = reason
-        log.warning("[%s #%d] %s", self.name, self.instance, reason)
-        self._set_state(HostState.FAILED, reason=reason)
+        log.warning("[%s #%d] %s (retrying in %.0f s)", self.name, self.instance, reason, retry_in)
+        self._set_state(HostState.FAILED, reason=reason, next_retry=retry_in)
 
-    def _set_state(self, state: HostState, reason: str = "") -> None:
+    def _set_state(self, state: HostState, reason: str = "", next_retry: float | None = None) -> None:
         self.state = state
-        next_retry = None
-        if state is HostState.FAILED:
-            next_retry = self.reconnect_delay
         if state is HostState.DISABLED:
             log.error("[%s #%d] disabled: %s", self.name, self.instance, reason)
         self.bus.publish(ev.ConnectionChanged(host=self.name, instance=self.instance, state=state,

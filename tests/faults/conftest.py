@@ -1,0 +1,99 @@
+"""Shared helpers of the fault suite: every scenario ends with the same four checks (see README.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from backend.engine.simulator import simulator_command
+from backend.mockweb.server import MockWebUI
+from backend.worker import Worker
+from tests.integration.harness import (
+    KEY,
+    SECRET,
+    assert_no_leftovers,
+    job_settings,
+    make_config,
+    mock_web,
+    running_worker,
+    wait_registered,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Results os-autoinst always produces; the worker must deliver them or keep them.
+CORE_FILES = {"autoinst-log.txt", "vars.json"}
+
+__all__ = ["CORE_FILES", "KEY", "SECRET", "assert_accounted", "assert_healthy", "assert_no_leftovers",
+           "job_settings", "make_config", "mock_web", "pool_of", "running_worker", "serving",
+           "start_worker_process", "stop_process", "wait_registered"]
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp: Path, **config_kwargs) -> AsyncIterator[tuple[MockWebUI, Worker]]:
+    """A mock web UI plus an in-process worker registered with it."""
+    async with mock_web(tmp) as web, running_worker(make_config(tmp, [web.url], **config_kwargs)) as worker:
+        await wait_registered(web)
+        yield web, worker
+
+
+def pool_of(worker: Worker, index: int = 0) -> Path:
+    return worker.config.slots[index].pool_dir
+
+
+async def assert_healthy(web: MockWebUI, worker_pid: int | None = None, timeout: float = 60) -> None:
+    """No leftover processes, and the worker still takes (and passes) the next job."""
+    await assert_no_leftovers(worker_pid)
+    job = await web.wait_job_done(web.schedule_job(job_settings(SIM_MODULES="boot")), timeout)
+    assert (job.result, job.reason) == ("passed", None), (job.result, job.reason)
+    await assert_no_leftovers(worker_pid)
+
+
+def assert_accounted(web: MockWebUI, job_id: int, pool: Path, files: set[str] = CORE_FILES) -> None:
+    """Every result file reached the web UI, or still lies in the pool (or <pool>/.preserved/<job>)."""
+    uploaded = web.jobs[job_id].uploaded_files()
+    missing = set()
+    for name in files:
+        if name in uploaded:
+            continue
+        if (pool / name).exists() or (pool / ".preserved" / str(job_id) / name).exists():
+            continue
+        missing.add(name)
+    assert not missing, f"lost result files of job {job_id}: {sorted(missing)} (uploaded {sorted(uploaded)})"
+
+
+async def start_worker_process(tmp: Path, url: str, instance: int, extra: str = "",
+                               isotovideo: str | None = None) -> asyncio.subprocess.Process:
+    """The real `python -m app.cli --no-ui` process; output goes to <tmp>/worker.log."""
+    conf = tmp / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "workers.ini").write_text(
+        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
+        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n{extra}\n"
+        f"[{instance}]\nWORKER_CLASS = test\n")
+    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
+    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
+           "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
+    with (tmp / "worker.log").open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "--no-ui", "--instance", str(instance),
+            "--isotovideo", isotovideo or simulator_command(), cwd=ROOT, env=env, stdout=out,
+            stderr=asyncio.subprocess.STDOUT)
+
+
+def process_pool(tmp: Path, instance: int) -> Path:
+    return tmp / "base" / "openqa" / "pool" / str(instance)
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """Test cleanup: end our own worker process (by its pid) if a test left it running."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL)
+        await proc.wait()
