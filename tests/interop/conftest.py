@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,33 @@ from tests.helpers import free_instance
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_CLASS = "qaworker_interop"
 CASEDIR = "/var/lib/openqa/share/tests/realstack"
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What a user sees of a finished job: outcome, modules and the names of the uploaded files."""
+
+    id: int
+    state: str
+    result: str
+    reason: str | None
+    modules: tuple[tuple[str, str], ...]
+    files: frozenset[str]
+
+    @classmethod
+    def of(cls, details: dict) -> JobSummary:
+        files = {f"log:{name}" for name in details.get("logs") or []}
+        files |= {f"ulog:{name}" for name in details.get("ulogs") or []}
+        for module in details.get("testresults") or []:
+            for step in module.get("details") or []:
+                files |= {f"{key}:{step[key]}" for key in ("text", "screenshot") if step.get(key)}
+        return cls(int(details["id"]), details["state"], details["result"], details.get("reason"),
+                   tuple((m["name"], m["result"]) for m in details.get("testresults") or []), frozenset(files))
+
+    def short(self) -> str:
+        modules = ",".join(f"{name}={result}" for name, result in self.modules) or "-"
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"{self.state}/{self.result}{reason} [{modules}] {len(self.files)} files"
 
 
 class RealWebUI:
@@ -45,6 +73,16 @@ class RealWebUI:
     def details(self, job_id: int) -> dict:
         return self.api("GET", f"/api/v1/jobs/{job_id}/details").json()["job"]
 
+    def summary(self, job_id: int) -> JobSummary:
+        return JobSummary.of(self.details(job_id))
+
+    def assets(self) -> list[dict]:
+        return self.api("GET", "/api/v1/assets").json()["assets"]
+
+    def wait_idle(self, host: str, instance: int, timeout: float = 30) -> dict:
+        return wait_until(lambda: (w := self.worker(host, instance)) and w["status"] == "idle" and w,
+                          timeout=timeout, message=f"worker {host}:{instance} idle")
+
     def workers(self) -> list[dict]:
         return self.api("GET", "/api/v1/workers").json()["workers"]
 
@@ -70,7 +108,7 @@ class RealWebUI:
         """Jobs left over from earlier runs must not be given to this run's worker."""
         jobs = self.api("GET", "/api/v1/jobs", params={"state": "scheduled,assigned,setup,running"}).json()
         for job in jobs.get("jobs", []):
-            if job.get("settings", {}).get("WORKER_CLASS") == worker_class:
+            if str(job.get("settings", {}).get("WORKER_CLASS", "")).startswith(worker_class):
                 self.api("POST", f"/api/v1/jobs/{job['id']}/cancel")
 
 
@@ -93,15 +131,16 @@ def webui() -> RealWebUI:
 
 class QaworkerProcess:
     def __init__(self, webui: RealWebUI, tmp: Path, instance: int, extra_ini: str = "",
-                 isotovideo: str = "/usr/bin/isotovideo") -> None:
+                 isotovideo: str = "/usr/bin/isotovideo", worker_class: str = WORKER_CLASS) -> None:
         self.instance = instance
         self.host = os.uname().nodename
-        conf = tmp / "config"
+        self.worker_class = worker_class
+        conf = tmp / f"config-{instance}"
         conf.mkdir(exist_ok=True)
         (conf / "workers.ini").write_text(
             f"[global]\nHOST = {webui.url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 1\n"
             f"RETRY_DELAY_IF_WEBUI_BUSY = 2\nQAWORKER_STOP_GRACE = 10\n{extra_ini}\n"
-            f"[{instance}]\nWORKER_CLASS = {WORKER_CLASS}\n")
+            f"[{instance}]\nWORKER_CLASS = {worker_class}\n")
         (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {webui.key}\nsecret = {webui.secret}\n")
         self.log_path = tmp / f"qaworker-{instance}.log"
         env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_WORKER_CONNECT_INTERVAL": "1",
@@ -152,3 +191,35 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.2, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {message}")
+
+
+# ---------------------------------------------------------------- the Perl worker as a baseline (issue 7 §1)
+PERL_CLASS = "realstack"
+PERL_HOST_INSTANCE = 1
+COMPARISON: list[tuple[str, str, str, str]] = []  # scenario | Perl | qaworker | same?
+
+
+@pytest.fixture(scope="session")
+def perl_worker(webui: RealWebUI) -> dict:
+    """The realstack's Perl worker (WORKER_CLASS realstack); tests comparing with it skip without it."""
+    for w in webui.workers():
+        if w["properties"].get("WORKER_CLASS") == PERL_CLASS and w["status"] != "dead":
+            return w
+    pytest.skip("the realstack Perl worker (WORKER_CLASS realstack) is not running")
+
+
+def record_comparison(scenario: str, perl: str, ours: str, same: bool | str) -> None:
+    verdict = same if isinstance(same, str) else ("yes" if same else "NO")
+    COMPARISON.append((scenario, perl, ours, verdict))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not COMPARISON:
+        return
+    rows = [("scenario", "Perl worker", "qaworker", "same?"), *COMPARISON]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    terminalreporter.section("Perl worker vs qaworker on the real web UI")
+    for n, row in enumerate(rows):
+        terminalreporter.write_line(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if n == 0:
+            terminalreporter.write_line("-+-".join("-" * width for width in widths))
