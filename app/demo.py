@@ -13,13 +13,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import shutil
+import socket
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from backend.config import HostConfig, SlotConfig, WorkerConfig
+from backend.events import SlotState
 from backend.mockweb.server import MockWebUI
 from backend.worker import Worker
 
@@ -27,6 +31,38 @@ log = logging.getLogger("qaworker.demo")
 
 DEMO_KEY = "DEMODEMODEMODEMO"
 DEMO_SECRET = "0123456789ABCDEF"
+FIRST_INSTANCE_ENV = "QAWORKER_DEMO_FIRST_INSTANCE"  # tests move the demo's slots away from real workers
+LOW_LOAD = "0.10 0.10 0.10 1/100 1\n"
+HIGH_LOAD = "95.00 60.00 30.00 9/300 1\n"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def first_free_instance(slots: int, start: int = 1) -> int:
+    """The first slot number from ``start`` on whose block of ``slots`` command-server ports is free.
+
+    Each slot's isotovideo serves on 20002 + 10*N + 1; a real worker on the same host (instance 1 of
+    a local openQA) must not collide with the demo's.
+    """
+    for first in range(start, start + 500):
+        if all(_port_free(20003 + 10 * n) for n in range(first, first + slots)):
+            return first
+    return start
+
+
+def write_load(path: Path, line: str) -> None:
+    """Replace the fake /proc/loadavg atomically: the health check must never read a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(line)
+    os.replace(tmp, path)
 
 
 def simulator_command(workdir: Path) -> str:
@@ -43,14 +79,14 @@ def demo_config(workdir: Path, url: str, slots: int, first_instance: int) -> Wor
     share = prjdir / "share"
     (share / "tests" / "demo").mkdir(parents=True, exist_ok=True)  # DISTRI=demo: the default CASEDIR
     loadavg = workdir / "loadavg"
-    loadavg.write_text("0.10 0.10 0.10 1/100 1\n")
+    write_load(loadavg, LOW_LOAD)
     host = HostConfig(configured=url, base_url=url, api_key=DEMO_KEY, api_secret=DEMO_SECRET, share_dir=share)
     slot_configs = []
     for instance in range(first_instance, first_instance + slots):
         settings = {"WORKER_CLASS": "qemu_x86_64,demo", "WORKER_HOSTNAME": "127.0.0.1", "RETRY_DELAY": "1",
                     "RETRY_DELAY_IF_WEBUI_BUSY": "2", "CRITICAL_LOAD_AVG_THRESHOLD": "40",
                     "QAWORKER_LOADAVG_FILE": str(loadavg), "QAWORKER_STOP_GRACE": "5",
-                    "QAWORKER_POOL_MIN_FREE_MB": "0"}
+                    "QAWORKER_POOL_MIN_FREE_MB": "0", "QAWORKER_HEALTH_INTERVAL": "1"}
         slot_configs.append(SlotConfig(instance=instance, settings=settings, hosts=[host],
                                        pool_dir=prjdir / "pool" / str(instance)))
     return WorkerConfig(slots=slot_configs, isotovideo=simulator_command(workdir), prjdir=prjdir,
@@ -66,31 +102,49 @@ def _job(name: str, **settings: str) -> dict[str, str]:
 
 
 class DemoFeeder:
-    """Keeps the mock web UI busy with a realistic mix of jobs."""
+    """Keeps the mock web UI busy with a realistic mix of jobs.
+
+    The first round shows every kind within about 45 s (``qaworker demo --duration 45`` is a test);
+    later rounds repeat it with new names.
+    """
 
     def __init__(self, web: MockWebUI, worker: Worker, loadavg: Path) -> None:
         self.web = web
         self.worker = worker
         self.loadavg = loadavg
         self.rng = random.Random(4)
+        self._tasks: set[asyncio.Task] = set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the demo goes on without new jobs rather than dying silently
+            log.exception("demo feeder failed")
+
+    async def _run(self) -> None:
         self.web.add_asset("hdd", "demo-disk.qcow2", size=8 * 1024 * 1024)
-        scenario = [self.passing, self.failing, self.softfail, self.with_asset, self.chain, self.cancelled,
-                    self.live_viewer, self.developer, self.passing, self.broken_spell]
+        scenario = [self.passing, self.failing, self.cancelled, self.softfail, self.with_asset, self.chain,
+                    self.broken_spell, self.live_viewer, self.developer, self.passing]
         round_no = 0
         while True:
             for step in scenario:
                 await self._wait_for_capacity()
                 await step(round_no)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
             round_no += 1
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # keep a reference: the loop only holds weak ones
+        task.add_done_callback(self._tasks.discard)
 
     async def _wait_for_capacity(self) -> None:
         def queued() -> int:
             return sum(1 for j in self.web.jobs.values() if j.state == "scheduled")
-        while queued() >= 2:
-            await asyncio.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            await self.web.wait_for(lambda: queued() < 2, 3600)
 
     async def passing(self, n: int) -> None:
         self.web.schedule_job(_job(f"textmode-{n}", SIM_MODULES="boot,installer,partitioning,first_boot,console"))
@@ -115,24 +169,24 @@ class DemoFeeder:
     async def cancelled(self, n: int) -> None:
         job_id = self.web.schedule_job(_job(f"long-{n}", SIM_MODULES="boot,stress,memtest,shutdown",
                                             SIM_MODULE_SECONDS="8"))
-        asyncio.get_running_loop().create_task(self._cancel_later(job_id, 14))
+        self._spawn(self._cancel_later(job_id, 6))
 
     async def _cancel_later(self, job_id: int, delay: float) -> None:
         with contextlib.suppress(Exception):
             await self.web.wait_for(lambda: self.web.jobs[job_id].state == "running", 120)
             await asyncio.sleep(delay)
             if self.web.jobs[job_id].state == "running":
+                log.info("demo: cancelling job %d in the web UI", job_id)
                 self.web.cancel_job(job_id)
 
     async def live_viewer(self, n: int) -> None:
         job_id = self.web.schedule_job(_job(f"livelog-{n}", SIM_MODULES="boot,welcome,login,console,logout",
                                             SIM_MODULE_SECONDS="3"))
-        asyncio.get_running_loop().create_task(self._viewer(job_id))
+        self._spawn(self._viewer(job_id))
 
     async def _viewer(self, job_id: int) -> None:
         with contextlib.suppress(Exception):
-            await self.web.wait_for(lambda: self.web.jobs[job_id].state == "running", 120)
-            worker_id = self.web.jobs[job_id].assigned_worker_id
+            worker_id = await self._running_on(job_id)
             await self.web.send_ws(worker_id, {"type": "livelog_start", "jobid": job_id})
             await asyncio.sleep(8)
             await self.web.send_ws(worker_id, {"type": "livelog_stop", "jobid": job_id})
@@ -140,20 +194,46 @@ class DemoFeeder:
     async def developer(self, n: int) -> None:
         job_id = self.web.schedule_job(_job(f"devmode-{n}", SIM_MODULES="boot,needle_check,console",
                                             SIM_PAUSE="needle_check", SIM_PAUSE_SECONDS="6", SIM_MODULE_SECONDS="2"))
-        asyncio.get_running_loop().create_task(self._developer(job_id))
+        self._spawn(self._developer(job_id))
 
     async def _developer(self, job_id: int) -> None:
         with contextlib.suppress(Exception):
-            await self.web.wait_for(lambda: self.web.jobs[job_id].state == "running", 120)
-            worker_id = self.web.jobs[job_id].assigned_worker_id
+            worker_id = await self._running_on(job_id)
             await self.web.send_ws(worker_id, {"type": "developer_session_start", "jobid": job_id})
             await self.web.send_ws(worker_id, {"type": "livelog_start", "jobid": job_id})
 
+    async def _running_on(self, job_id: int) -> int:
+        """The mock's worker id once the job runs; a moment later the slot knows the job too."""
+        await self.web.wait_for(lambda: self.web.jobs[job_id].state == "running", 120)
+        await asyncio.sleep(0.5)
+        worker_id = self.web.jobs[job_id].assigned_worker_id
+        assert worker_id is not None
+        return worker_id
+
+    def _slot_states(self) -> list[SlotState]:
+        return [s.state for s in self.worker.view.slots.values()]
+
     async def broken_spell(self, n: int) -> None:
         """High load for a while: idle slots report broken and come back by themselves."""
-        await asyncio.to_thread(self.loadavg.write_text, "95.00 60.00 30.00 9/300 1\n")
-        await asyncio.sleep(15)
-        await asyncio.to_thread(self.loadavg.write_text, "0.10 0.10 0.10 1/100 1\n")
+        await self._until(lambda: SlotState.IDLE in self._slot_states(), 60)
+        log.info("demo: the system load goes up")
+        await asyncio.to_thread(write_load, self.loadavg, HIGH_LOAD)
+        await self._until(lambda: SlotState.BROKEN in self._slot_states(), 15)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(write_load, self.loadavg, LOW_LOAD)
+        log.info("demo: the system load is back to normal")
+
+    async def _until(self, predicate, timeout: float) -> None:
+        """Wait for a condition on the worker view (it changes with every event on the bus)."""
+        sub = self.worker.bus.subscribe()
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await sub.get()
+        except TimeoutError:
+            pass
+        finally:
+            sub.close()
 
 
 async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Path) -> int:
@@ -161,7 +241,8 @@ async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Pat
 
     web = MockWebUI(workdir / "webui", api_key=DEMO_KEY, api_secret=DEMO_SECRET)
     await web.start()
-    config = demo_config(workdir, web.url, slots, first_instance=1)
+    first = first_free_instance(slots, int(os.environ.get(FIRST_INSTANCE_ENV) or 1))
+    config = demo_config(workdir, web.url, slots, first_instance=first)
     worker = Worker(config)
     feeder = DemoFeeder(web, worker, workdir / "loadavg")
     tasks = [feeder.run()]
@@ -172,7 +253,14 @@ async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Pat
     try:
         return await main_async(config, no_ui=no_ui, worker=worker, extra_tasks=tuple(tasks))
     finally:
+        print(f"qaworker demo: {summary(web)}", file=sys.stderr)
         await web.stop()
+
+
+def summary(web: MockWebUI) -> str:
+    """Results of the demo's jobs as the web UI saw them, e.g. ``passed 6, failed 1, running 0``."""
+    counts = Counter(j.result if j.result != "none" else j.state for j in web.jobs.values())
+    return "jobs " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "no jobs"
 
 
 async def _stop_after(worker: Worker, seconds: float) -> None:

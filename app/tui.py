@@ -9,6 +9,7 @@ ones coalesce via ``can_replace``) → a throttled render (≤ 10×/s) from ``ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -84,6 +85,19 @@ def terminal_alive() -> bool:
     except (OSError, ValueError, termios.error):
         return False
     return True
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker while sys.stderr is still the real one.
+
+    Textual replaces sys.stderr with a capture whose fileno() is -1; the tracker, started lazily by
+    the first process pool (the worker's image optimiser), passes that fd to its child and fails
+    with "bad value(s) in fds_to_keep" — which would take the worker down with the dashboard on.
+    """
+    from multiprocessing import resource_tracker
+
+    with contextlib.suppress(Exception):
+        resource_tracker.ensure_running()
 
 
 class ViewScreen(Screen):
@@ -196,6 +210,7 @@ class QaworkerApp(App[int]):
     def __init__(self, runtime: Runtime, *, clock: Callable[[], float] = time.time,
                  terminal_check: Callable[[], bool] | None = None) -> None:
         super().__init__()
+        start_resource_tracker()
         self.runtime = runtime
         self.clock = clock
         self.logs = LogBuffers()

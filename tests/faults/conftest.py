@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from backend.engine.simulator import simulator_command
 from backend.mockweb.server import MockWebUI
@@ -29,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Results os-autoinst always produces; the worker must deliver them or keep them.
 CORE_FILES = {"autoinst-log.txt", "vars.json"}
 
-__all__ = ["CORE_FILES", "KEY", "SECRET", "assert_accounted", "assert_healthy", "assert_no_leftovers",
-           "job_settings", "make_config", "mock_web", "pool_of", "running_worker", "serving",
+__all__ = ["CORE_FILES", "KEY", "SECRET", "assert_accounted", "assert_healthy", "assert_no_leftovers", "collected_loop_errors",
+                      "job_settings", "make_config", "mock_web", "pool_of", "running_worker", "serving",
            "start_worker_process", "stop_process", "wait_registered"]
 
 
@@ -97,3 +100,23 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGKILL)
         await proc.wait()
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[str]]:
+    """Exceptions the event loop saw in tasks nobody awaited ("Task exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+    previous = loop.get_exception_handler()
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+
+    loop.set_exception_handler(handler)
+    yield errors
+    loop.set_exception_handler(previous)
+
+
+def collected_loop_errors(errors: list[str]) -> list[str]:
+    gc.collect()  # unretrieved task exceptions are reported when the task is collected
+    return list(errors)

@@ -70,7 +70,7 @@ async def test_websocket_dropped_every_few_seconds(tmp_path):
 
 @pytest.mark.parametrize("status", [502, 503, 429])
 async def test_error_storm_with_retry_after(tmp_path, status):
-    async with serving(tmp_path) as (web, worker):
+    async with serving(tmp_path) as (web, _worker):
         web.faults.fail(r"/status$", status, times=4, retry_after=1)
         web.faults.fail(r"/artefact$", status, times=4, retry_after=1)
         job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login"))
@@ -99,7 +99,7 @@ async def test_slow_status_responses(tmp_path):
 
 
 async def test_connection_reset_mid_upload(tmp_path):
-    async with serving(tmp_path) as (web, worker):
+    async with serving(tmp_path) as (web, _worker):
         web.faults.reset(r"/artefact$", times=4)
         job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login"))
         job = await web.wait_job_done(job_id, 60)
@@ -116,6 +116,7 @@ async def test_clock_skew_on_registration_is_retried(tmp_path):
         async with running_worker(make_config(tmp_path, [web.url])):
             await wait_registered(web, timeout=20)
             regs = [r.status for r in web.requests if r.method == "POST" and r.path == "/api/v1/workers"]
-            assert regs[:3] == [403, 403, 403] and 200 in regs, regs
+            # (a HEAD probe of the same path may take one of the three faults)
+            assert regs.count(403) >= 2 and regs[-1] == 200 and regs.index(200) == len(regs) - 1, regs
             assert time.monotonic() - started < 20
             await assert_healthy(web)

@@ -161,3 +161,19 @@ async def test_worker_quit_mid_job_is_incomplete_and_duplicated(tmp_path, delay)
         assert job.duplicated_as is not None
         assert not any(w.connected for w in web.workers.values())
         await assert_no_leftovers()
+
+
+async def test_screenshots_of_a_module_arrive_before_the_next_module_finishes(tmp_path):
+    async with mock_web(tmp_path) as web, running_worker(make_config(tmp_path, [web.url])):
+        await wait_registered(web)
+        job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login,console", SIM_MODULE_SECONDS="1.5",
+                                               SIM_SCREENSHOTS="2"))
+        job = await web.wait_job_done(job_id, 60)
+        assert job.result == "passed"
+        finished = module_results_during_run(job)
+        images = {a.name: a.t for a in job.artefacts if a.kind == "image"}
+        boot_images = [t for name, t in images.items() if name.startswith("boot-")]
+        assert len(boot_images) == 2
+        assert max(boot_images) < finished["login"], "boot's screenshots came only after login had finished"
+        thumbs = [a for a in job.artefacts if a.kind == "thumb"]
+        assert len(thumbs) == len(images)
