@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from backend.engine.simulator import simulator_command
@@ -38,19 +40,26 @@ async def start_worker(tmp: Path, url: str, instance: int, extra: str = "") -> a
         cwd=ROOT, env=env, stdout=(tmp / "worker.log").open("wb"), stderr=asyncio.subprocess.STDOUT)
 
 
+@contextlib.asynccontextmanager
+async def worker_process(tmp: Path, url: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The real worker process; killed at the end if a test left it running."""
+    proc = await start_worker(tmp, url, free_instance())
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def test_sigterm_mid_job_quits_duplicates_and_exits_zero(tmp_path):
     async with mock_web(tmp_path) as web:
-        proc = await start_worker(tmp_path, web.url, free_instance())
-        try:
+        async with worker_process(tmp_path, web.url) as proc:
             await wait_registered(web)
             job_id = web.schedule_job(job_settings(SIM_MODULE_SECONDS="5"))
             await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
         job = web.jobs[job_id]
         assert job.result == "incomplete"
         assert job.reason == "quit: worker has been stopped or restarted"
@@ -64,8 +73,7 @@ async def test_sigterm_mid_job_quits_duplicates_and_exits_zero(tmp_path):
 
 async def test_sighup_finishes_the_job_then_exits(tmp_path):
     async with mock_web(tmp_path) as web:
-        proc = await start_worker(tmp_path, web.url, free_instance())
-        try:
+        async with worker_process(tmp_path, web.url) as proc:
             await wait_registered(web)
             job_id = web.schedule_job(job_settings(SIM_MODULE_SECONDS="1"))
             await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
@@ -73,10 +81,6 @@ async def test_sighup_finishes_the_job_then_exits(tmp_path):
             proc.send_signal(signal.SIGHUP)  # a second SIGHUP changes nothing
             second = web.schedule_job(job_settings())
             assert await asyncio.wait_for(proc.wait(), 60) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
         assert web.jobs[job_id].result == "passed"
         assert web.jobs[second].state == "scheduled"  # never taken by a draining worker
         await assert_no_leftovers(proc.pid)
@@ -84,17 +88,14 @@ async def test_sighup_finishes_the_job_then_exits(tmp_path):
 
 async def test_sigterm_when_web_ui_is_gone_still_exits(tmp_path):
     async with mock_web(tmp_path) as web:
-        proc = await start_worker(tmp_path, web.url, free_instance())
-        try:
+        async with worker_process(tmp_path, web.url) as proc:
             await wait_registered(web)
             job_id = web.schedule_job(job_settings(SIM_MODULE_SECONDS="5"))
             await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
             await web.stop()
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 60) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await web.start()
+            try:
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(proc.wait(), 60) == 0
+            finally:
+                await web.start()
         await assert_no_leftovers(proc.pid)
