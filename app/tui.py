@@ -324,10 +324,12 @@ class QaworkerApp(App[int]):
                 self.notify(where + event.message, severity="error" if event.level == "error" else "warning",
                             timeout=8)
             case ev.JobFinished():
-                bad = event.result not in ("passed", "softfailed")
-                reason = f" ({event.reason})" if event.reason else ""
-                self.notify(f"slot {event.instance}: job #{event.job_id} {event.result}{reason}",
-                            severity="warning" if bad else "information", timeout=6)
+                # Good results show in the slot table ("last #N passed"); toasts for them would pile
+                # up over the log on a busy worker, so only the bad ones get one.
+                if event.result not in ("passed", "softfailed"):
+                    reason = f" ({event.reason})" if event.reason else ""
+                    self.notify(f"slot {event.instance}: job #{event.job_id} {event.result}{reason}",
+                                severity="warning", timeout=6)
             case ev.WorkerStopping():
                 self.notify("draining: no new jobs" if event.mode == "drain" else "quitting: stopping jobs",
                             severity="warning")

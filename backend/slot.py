@@ -111,7 +111,9 @@ class Slot:
 
     @property
     def busy(self) -> bool:
-        return self.job is not None or bool(self.queue)
+        # "is not None", not bool(): an emptied JobQueue is falsy while its last job is still being
+        # accepted, set up or wound down, and a grab in that window started a second queue task.
+        return self.job is not None or self.queue is not None
 
     def finish_when_idle(self) -> None:
         """Drain/quit: end the slot as soon as it has no job."""
@@ -403,7 +405,7 @@ class Slot:
 
     async def _skip(self, conn: WebUIConnection, info: JobInfo, reason: str) -> None:
         params: list[tuple[str, object]] = [("result", "skipped")]
-        if reason and reason != "skipped":
+        if reason and reason not in ("skipped", "cancel"):  # like the classic worker: no reason for these
             params.append(("reason", reason))
         params.append(("worker_id", conn.worker_id))
         log.info("[slot %d] skipping job %d (%s)", self.instance, info.id, reason)

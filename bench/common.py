@@ -152,7 +152,8 @@ def lag_window(timed: list[tuple[float, float]], t0: float, t1: float) -> dict[s
 
 
 def fmt_lag(s: dict[str, float]) -> str:
-    return f"p50 {s['p50'] * 1000:.1f} ms, p99 {s['p99'] * 1000:.1f} ms, max {s['max'] * 1000:.1f} ms ({s['n']} samples)"
+    return (f"p50 {s['p50'] * 1000:.1f} ms, p99 {s['p99'] * 1000:.1f} ms, max {s['max'] * 1000:.1f} ms "
+            f"({s['n']} samples)")
 
 
 # -- figures ------------------------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ async def _run_with_probe(argv: list[str], interval: float, out: Path) -> int:
                                 metrics_port=config.metrics_port, metrics_address=config.metrics_address)
     finally:
         await probe.stop()
-        out.write_text(json.dumps(probe.timed))
+        await asyncio.to_thread(out.write_text, json.dumps(probe.timed))  # after the worker stopped
 
 
 def launcher_main(argv: list[str]) -> int:

@@ -28,10 +28,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cpu_seconds, exit_time, is_job_process, median, start_wallclock  # noqa: E402
-from tests.helpers import free_instance  # noqa: E402
-from tests.integration.harness import job_settings, mock_web, wait_registered  # noqa: E402
-from tests.integration.test_worker_process import start_worker  # noqa: E402
+from bench.common import cpu_seconds, exit_time, is_job_process, median, start_wallclock
+from tests.helpers import free_instance
+from tests.integration.harness import job_settings, mock_web, wait_registered
+from tests.integration.test_worker_process import start_worker
 
 
 @dataclass

@@ -30,11 +30,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.webui.auth import auth_headers, request_target  # noqa: E402
-from backend.worker import Worker  # noqa: E402
-from bench.common import ROOT, TimedLagProbe, fmt_lag, lag_window, mib, stop_process  # noqa: E402
-from tests.helpers import free_port, port_is_free  # noqa: E402
-from tests.integration.harness import KEY, SECRET, job_settings, make_config  # noqa: E402
+from backend.webui.auth import auth_headers, request_target
+from backend.worker import Worker
+from bench.common import ROOT, TimedLagProbe, fmt_lag, lag_window, mib, stop_process
+from tests.helpers import free_port, port_is_free
+from tests.integration.harness import KEY, SECRET, job_settings, make_config
 
 
 def free_block(count: int) -> list[int]:

@@ -12,7 +12,7 @@ qaworker_bench). Phases, medians of --runs (interleaved Perl/qaworker):
    POST -> done, qaworker's event-loop lag (10 ms probe in its loop), OPTIMIZE_IMAGES=0 and =1;
 4. cache: a 1 GiB HDD_1 asset needed by 4 jobs at once on qaworker's 4 slots (Perl: README figure only).
 
-    .venv/bin/python bench/vs_perl.py [--runs 5] [--upload-runs 5] [--no-cache] [--screenshot-size 512x384]
+    .venv/bin/python bench/vs_perl.py [--runs 5] [--upload-runs 3] [--no-cache] [--no-upload] [--screenshot-size 320x240]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     ROOT,
     SIMULATOR,
     VENV_SITE,
@@ -47,8 +47,8 @@ from bench.common import (  # noqa: E402
     rss_bytes,
     stop_process,
 )
-from tests.helpers import port_is_free  # noqa: E402
-from tests.interop.conftest import RealWebUI  # noqa: E402
+from tests.helpers import port_is_free
+from tests.interop.conftest import RealWebUI
 
 URL = os.environ.get("QAWORKER_REAL_WEBUI", "http://127.0.0.1:9526")
 KEY = os.environ.get("QAWORKER_REAL_KEY", "AAAABBBBCCCCDDDD")
@@ -115,7 +115,9 @@ class PerlExtras:
 
 
 def free_instances(count: int) -> list[int]:
-    for base in range(40, 400, count):
+    """Outside 40-400 (the interop tests' free_instance range): a second worker registering with the same
+    host and instance at the real web UI would take over this slot's worker id and websocket."""
+    for base in range(900, 1300, count):
         numbers = list(range(base, base + count))
         if all(port_is_free(20003 + 10 * n) and port_is_free(20002 + 10 * n) for n in numbers):
             return numbers
@@ -126,7 +128,10 @@ def start_qaworker(tmp: Path, instances: list[int], *, lag_out: Path | None = No
                    cache_dir: Path | None = None) -> subprocess.Popen:
     conf = tmp / "qaworker-config"
     conf.mkdir(exist_ok=True)
-    cache = f"CACHEDIRECTORY = {cache_dir}\nCACHELIMIT = 5\n" if cache_dir else ""
+    cache = ""
+    if cache_dir is not None:
+        cache_dir.mkdir(exist_ok=True)
+        cache = f"CACHEDIRECTORY = {cache_dir}\nCACHELIMIT = 5\n"
     (conf / "workers.ini").write_text(
         f"[global]\nHOST = {URL}\nWORKER_HOSTNAME = 127.0.0.1\nWORKER_CLASS = {OURS_CLASS}\n{cache}")
     (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
@@ -303,8 +308,8 @@ def report(rss: tuple[float, float], lat: dict, up: dict | None, lag: dict | Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--upload-runs", type=int, default=5)
-    parser.add_argument("--screenshot-size", default="512x384")
+    parser.add_argument("--upload-runs", type=int, default=3, help="the Perl worker needs ~1 min per job")
+    parser.add_argument("--screenshot-size", default="320x240")
     parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--no-upload", action="store_true")
     args = parser.parse_args()

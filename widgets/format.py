@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 
 from backend.events import HostState, SlotState
@@ -97,6 +99,25 @@ def bar(done: float, total: float, width: int = 10) -> str:
 
 def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def truncate_middle(text: str, width: int) -> str:
+    """Cut the middle, not the end: openQA job names differ in their tail (test suite, machine)."""
+    if len(text) <= width:
+        return text
+    if width < 8:
+        return truncate(text, width)
+    head = (width - 1) // 3
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+_LOG_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?\] ")
+
+
+def compact_log_line(line: str) -> str:
+    """'[2026-11-28T03:59:41.882887+00:00] [info] …' -> '03:59:41 [info] …': the date and the
+    microseconds only cost room in a narrow tail (autoinst-log.txt itself keeps them)."""
+    return _LOG_STAMP.sub(r"\2 ", line, count=1)
 
 
 def result_text(result: str) -> Text:

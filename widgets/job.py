@@ -46,7 +46,8 @@ def summary_text(slot: SlotView, now: float) -> Text:
     job = slot.job
     if job is None:
         if slot.state is SlotState.BROKEN:
-            text.append("\nThis slot takes no jobs until the problem is fixed.", style="red")
+            text.append("\nThis slot takes no new jobs while the problem lasts; it checks again by itself.",
+                        style="red")
         last = slot.last_finished
         if last is not None:
             text.append(f"\nlast job #{last.job_id}: ")

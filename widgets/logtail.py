@@ -11,6 +11,7 @@ from collections import deque
 from textual.widgets import Log
 
 from backend.state import JobView
+from widgets.format import compact_log_line
 
 TAIL_LINES = 500
 
@@ -77,5 +78,5 @@ class LogTail(Log):
         new = total - self._shown_total
         if new > 0:
             lines = list(tail)[-min(new, len(tail)):]
-            self.write_lines(lines)
+            self.write_lines([compact_log_line(line) for line in lines])
             self._shown_total = total

@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 
 from backend.events import SlotState
 from backend.state import SlotView, WorkerView
-from widgets.format import SLOT_STYLE, bar, human_duration, slot_state_text, truncate
+from widgets.format import SLOT_STYLE, bar, human_duration, slot_state_text, truncate, truncate_middle
 
 # (key, label, wide width, narrow width)
 _COLUMNS: tuple[tuple[str, str, int, int], ...] = (
@@ -19,6 +19,13 @@ _COLUMNS: tuple[tuple[str, str, int, int], ...] = (
     ("progress", "Modules", 15, 9),
     ("time", "Elapsed / max", 15, 7),
 )
+
+
+def _width(column: str, narrow: bool) -> int:
+    for key, _label, wide, small in _COLUMNS:
+        if key == column:
+            return small if narrow else wide
+    raise KeyError(column)
 
 
 class SlotTable(DataTable):
@@ -58,7 +65,7 @@ class SlotTable(DataTable):
             last = slot.last_finished
             if slot.reason:  # broken / offline: the reason matters more than history
                 style = SLOT_STYLE.get(slot.state, "")
-                job_cell = Text(truncate(slot.reason, 60 if narrow else 90), style=style)
+                job_cell = Text(truncate(slot.reason, _width("job", narrow)), style=style)
             elif last:
                 job_cell = Text(f"last #{last.job_id} {last.result}", style="dim")
             else:
@@ -66,9 +73,8 @@ class SlotTable(DataTable):
             return (str(slot.instance), state, job_cell, "", "", "")
         if job.developer_session:
             state.append(" DEV", style="bold reverse red")
-        width = 20 if narrow else 34
         job_cell = Text(f"#{job.job_id} ", style="bold")
-        job_cell.append(truncate(job.name, width - len(job_cell)))
+        job_cell.append(truncate_middle(job.name, _width("job", narrow) - len(job_cell)))
         current = job.current_module or (slot.reason if slot.state is not SlotState.RUNNING else "") or "—"
         room = (12 if narrow else 18) - (2 if job.paused else 0)
         module = Text(truncate(current, room),

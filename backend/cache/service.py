@@ -181,7 +181,7 @@ class AssetCache:
         if row is not None and exists and not row.pending and await self._recently_confirmed(filename):
             await self._db(self.store.touch, filename)
             self.stats.hits += 1
-            log.info("%s was confirmed less than %.0f s ago (by another process), using it", dest,
+            log.info("%s was confirmed less than %.0f s ago, using it without asking the web UI again", dest,
                      self.fresh_seconds)
             self._progress(key, finished=True)
             return dest

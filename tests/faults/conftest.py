@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Results os-autoinst always produces; the worker must deliver them or keep them.
 CORE_FILES = {"autoinst-log.txt", "vars.json"}
 
-__all__ = ["CORE_FILES", "KEY", "SECRET", "assert_accounted", "assert_healthy", "assert_no_leftovers", "collected_loop_errors",
-                      "job_settings", "make_config", "mock_web", "pool_of", "running_worker", "serving",
-           "start_worker_process", "stop_process", "wait_registered"]
+__all__ = ["CORE_FILES", "KEY", "SECRET", "assert_accounted", "assert_healthy", "assert_no_leftovers",
+           "collected_loop_errors", "job_settings", "make_config", "mock_web", "pool_of", "process_pool",
+           "running_worker", "serving", "start_worker_process", "stop_process", "wait_registered"]
 
 
 @contextlib.asynccontextmanager

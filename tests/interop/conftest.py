@@ -44,7 +44,8 @@ class JobSummary:
 
     def short(self) -> str:
         modules = ",".join(f"{name}={result}" for name, result in self.modules) or "-"
-        reason = f" ({self.reason})" if self.reason else ""
+        text = self.reason or ""
+        reason = f" ({text[:40]}{'…' if len(text) > 40 else ''})" if text else ""
         return f"{self.state}/{self.result}{reason} [{modules}] {len(self.files)} files"
 
 
