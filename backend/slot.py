@@ -81,6 +81,7 @@ class Slot:
         self._state: SlotState | None = None
         self._current_id: int | None = None  # the job being accepted/run (set before the Job exists)
         self._early_stop: str | None = None
+        self._grab_lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -111,13 +112,16 @@ class Slot:
 
     @property
     def busy(self) -> bool:
-        # "is not None", not bool(): an emptied JobQueue is falsy while its last job is still being
-        # accepted, set up or wound down, and a grab in that window started a second queue task.
-        return self.job is not None or self.queue is not None
+        """From taking a job (or sequence) until the slot has tidied up after the last one.
+
+        Not ``self.job``/``self.queue``: both are empty while a job is being accepted or wound
+        down, and a grab in that window would start a second queue task on the slot.
+        """
+        return self._queue_task is not None and not self._queue_task.done()
 
     def finish_when_idle(self) -> None:
         """Drain/quit: end the slot as soon as it has no job."""
-        if not self.busy and (self._queue_task is None or self._queue_task.done()):
+        if not self.busy:
             self._finished.set()
 
     def quit(self) -> None:
@@ -168,7 +172,7 @@ class Slot:
 
     async def _recheck_while_broken(self) -> None:
         while True:
-            healthy_interval = self.config.get_float("QAWORKER_HEALTH_INTERVAL", 60.0)
+            healthy_interval = self.config.get_float("QAWORKER_HEALTH_INTERVAL", 10.0)
             await asyncio.sleep(BROKEN_RECHECK_INTERVAL if self.availability.reason else healthy_interval)
             if not self.busy:
                 await self.recheck_availability()
@@ -184,12 +188,14 @@ class Slot:
         ids = []
         if self.job is not None and self.job.state not in (JobState.NEW, JobState.STOPPED):
             ids.append(self.job.id)
+        elif self.job is None and self._current_id is not None:
+            ids.append(self._current_id)  # accepted, being set up
         if self.queue:
             ids += self.queue.pending_ids
         return ids
 
     async def _status_message(self, conn_name: str) -> dict[str, Any]:
-        if self.job is not None or self.queue:
+        if self.busy:
             message: dict[str, Any] = {"type": "worker_status", "status": "working",
                                        "current_webui_host": self.job_host}
             if self.job is not None and self.job_host == conn_name:
@@ -206,10 +212,8 @@ class Slot:
 
     def _on_message(self, conn: WebUIConnection, message: Any) -> None:
         match message:
-            case GrabJob():
-                self._on_grab_job(conn, message)
-            case GrabJobs():
-                self._on_grab_jobs(conn, message)
+            case GrabJob() | GrabJobs():
+                asyncio.get_running_loop().create_task(self._on_grab(conn, message))
             case StopCommand():
                 self._on_stop_command(conn, message)
             case LiveCommand():
@@ -217,6 +221,20 @@ class Slot:
             case Incompatible():
                 log.error("[slot %d] %s says this worker is incompatible; stopping", self.instance, conn.name)
                 self.worker.quit()
+
+    async def _on_grab(self, conn: WebUIConnection, message: GrabJob | GrabJobs) -> None:
+        """One offer at a time: availability is checked afresh before accepting (§7)."""
+        async with self._grab_lock:
+            task = self._queue_task
+            if task is not None and not task.done() and self._current_id is None and not self.queue:
+                # The slot is tidying up after its last job: decide once that is done.
+                await asyncio.wait({task}, timeout=60)
+            if not self.busy and not self.worker.stopping:
+                await self.recheck_availability()
+            if isinstance(message, GrabJob):
+                self._on_grab_job(conn, message)
+            else:
+                self._on_grab_jobs(conn, message)
 
     def _on_grab_job(self, conn: WebUIConnection, message: GrabJob) -> None:
         job = parse_job(message.job)
@@ -274,7 +292,6 @@ class Slot:
             return True  # all known: a duplicate delivery, ignore silently
         if self.availability.reason:
             self._reject(conn, ids, self.availability.reason)
-            asyncio.get_running_loop().create_task(self.recheck_availability())
             return True
         return False
 

@@ -126,7 +126,8 @@ def decide(stop: StopRequest, base: BaseState, *, upload_error: str | None = Non
             result = base.result
         return SetDone(result, text)
     if reason == DIED:
-        return SetDone(result, "died: terminated prematurely, see log output for details")
+        cause = ": No space left on device" if no_space else ""
+        return SetDone(result, f"died: terminated prematurely{cause}, see log output for details")
     if reason == NO_TESTS:
         return SetDone(result, "no tests scheduled")
     if reason in (DONE, ABORT):

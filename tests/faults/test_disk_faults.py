@@ -77,7 +77,7 @@ async def test_read_only_cache_dir_breaks_then_recovers(tmp_path):
         wid = next(iter(web.workers))
         cache = tmp_path / "cache"
         with mounted("--bind", "-o", "ro", str(cache), target=cache):
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=False)
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=False)  # noqa: ASYNC221
             job_id = web.schedule_job(job_settings(SIM_MODULES="boot"))
             await web.wait_for(lambda: bool(web.workers[wid].error), 20)
             print(f"read-only cache → broken: {web.workers[wid].error}")

@@ -101,3 +101,8 @@ def test_read_base_state(tmp_path: Path):
     assert oc.read_base_state(tmp_path).component == "isotovideo"
     (tmp_path / "base_state.json").write_text("{broken")
     assert oc.read_base_state(tmp_path).corrupted
+
+
+def test_a_full_disk_is_named_in_the_died_reason():
+    decision = oc.decide(oc.StopRequest(oc.DIED), NO_STATE, no_space=True)
+    assert decision.reason == "died: terminated prematurely: No space left on device, see log output for details"
