@@ -12,7 +12,8 @@ qaworker_bench). Phases, medians of --runs (interleaved Perl/qaworker):
    POST -> done, qaworker's event-loop lag (10 ms probe in its loop), OPTIMIZE_IMAGES=0 and =1;
 4. cache: a 1 GiB HDD_1 asset needed by 4 jobs at once on qaworker's 4 slots (Perl: README figure only).
 
-    .venv/bin/python bench/vs_perl.py [--runs 5] [--upload-runs 3] [--no-cache] [--no-upload] [--screenshot-size 320x240]
+    .venv/bin/python bench/vs_perl.py [--runs 5] [--upload-runs 3] [--no-cache] [--no-upload]
+                                      [--screenshot-size 320x240]
 """
 
 from __future__ import annotations
@@ -170,12 +171,18 @@ def worker_cpu(pid: int) -> float:
     return total
 
 
+def reaped_cpu(pid: int) -> float:
+    """CPU of the worker's reaped children: isotovideo (both) and the Perl worker's upload subprocesses."""
+    t = psutil.Process(pid).cpu_times()
+    return t.children_user + t.children_system
+
+
 # -- measurements -------------------------------------------------------------------------------------------
 
 def run_job(ui: RealWebUI, worker_pid: int, poll: float = 0.05, timeout: float = 300,
             **settings: str) -> dict:
     """POST one job, poll it, record when each state was first seen (s after the POST) and worker CPU."""
-    cpu0 = worker_cpu(worker_pid)
+    cpu0, kids0 = worker_cpu(worker_pid), reaped_cpu(worker_pid)
     t0 = time.monotonic()
     job_id = ui.schedule(**settings)
     seen: dict[str, float] = {}
@@ -189,6 +196,7 @@ def run_job(ui: RealWebUI, worker_pid: int, poll: float = 0.05, timeout: float =
     t_end = time.time()
     time.sleep(0.5)  # post-job bookkeeping of the worker belongs to the job
     return {"id": job_id, "result": job.get("result"), "seen": seen, "cpu": worker_cpu(worker_pid) - cpu0,
+            "cpu_all": worker_cpu(worker_pid) - cpu0 + reaped_cpu(worker_pid) - kids0,
             "t_end": t_end, "t_start": t_end - seen.get("done", now)}
 
 
@@ -204,7 +212,8 @@ def span(seen: dict[str, float], a: str, b: str) -> float:
 
 def show(tag: str, r: dict) -> None:
     states = " ".join(f"{k} {v:.2f}" for k, v in r["seen"].items())
-    print(f"  {tag} job {r['id']} {r['result']}: {states} | worker CPU {r['cpu']:.3f} s", flush=True)
+    print(f"  {tag} job {r['id']} {r['result']}: {states} | worker CPU {r['cpu']:.3f} s, with reaped children "
+          f"{r['cpu_all']:.3f} s", flush=True)
 
 
 def idle_rss(perl_pids: list[int], ours: int, samples: int) -> tuple[float, float]:
@@ -284,6 +293,8 @@ def report(rss: tuple[float, float], lat: dict, up: dict | None, lag: dict | Non
         ("scheduled -> running", "s", med(o, "scheduled", "running"), med(p, "scheduled", "running"), "<= 0.5x"),
         ("uploading -> done", "s", med(o, "uploading", "done"), med(p, "uploading", "done"), "<= 0.5x"),
         ("worker CPU per job", "s", median(r["cpu"] for r in o), median(r["cpu"] for r in p), "<= 1x"),
+        ("CPU per job incl. reaped children", "s", median(r["cpu_all"] for r in o),
+         median(r["cpu_all"] for r in p), ""),
     ]
     if up:
         q = up["perl"]
@@ -294,6 +305,8 @@ def report(rss: tuple[float, float], lat: dict, up: dict | None, lag: dict | Non
                          med(q, "post", "done"), ""))
             rows.append((f"500 screenshots worker CPU, {label}", "s", median(r["cpu"] for r in up[tag]),
                          median(r["cpu"] for r in q), ""))
+            rows.append((f"500 screenshots CPU incl. reaped children, {label}", "s",
+                         median(r["cpu_all"] for r in up[tag]), median(r["cpu_all"] for r in q), ""))
     print_table(f"qaworker vs Perl openqa-worker (realstack, medians of {runs} runs)", rows)
     if lag:
         print("\nqaworker event-loop lag (10 ms probe), during the 500-screenshot jobs (POST -> done):")
@@ -316,12 +329,16 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (starts Perl workers as _openqa-worker)", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up (Perl workers, asset) on SIGTERM too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ui = RealWebUI(URL, KEY, SECRET)
     ui.cancel_scheduled(OURS_CLASS)
     perl_pid = int((STATE / "worker1.pid").read_text().split()[0])
     tmp = Path(tempfile.mkdtemp(prefix="bench-vs-perl-"))
     tmp.chmod(0o711)  # the Perl workers (_openqa-worker) must reach their config dir inside
     instances = free_instances(4)
+    new_pools = [Path(f"/var/lib/openqa/pool/{n}") for n in instances]
+    new_pools = [p for p in new_pools if not p.exists()]  # qaworker creates them; removed at the end
     extras = PerlExtras(tmp)
     ours: subprocess.Popen | None = None
     up = lag = cache = None
@@ -362,6 +379,8 @@ def main() -> int:
         extras.stop()
         ASSET.unlink(missing_ok=True)
         ui.cancel_scheduled(OURS_CLASS)
+        for pool in new_pools:
+            shutil.rmtree(pool, ignore_errors=True)
     return 0
 
 
