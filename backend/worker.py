@@ -12,6 +12,7 @@ from backend import __version__
 from backend import events as ev
 from backend.config import WorkerConfig
 from backend.engine.isotovideo import detect_interface_version, set_child_subreaper
+from backend.engine.watch import prepare as prepare_watch
 from backend.events import EventBus
 from backend.health import worker_hostname
 from backend.job.status import make_image_pool
@@ -111,6 +112,7 @@ class Worker:
 
     async def _start(self) -> None:
         set_child_subreaper()
+        await asyncio.to_thread(prepare_watch)
         self.interface_version = await detect_interface_version(self.config.isotovideo)
         hosts = [h for s in self.config.slots for h in s.hosts]
         configured = self.config.slots[0].settings.get("WORKER_HOSTNAME") if self.config.slots else None

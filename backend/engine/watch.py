@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import json
 import logging
 import os
@@ -52,11 +53,17 @@ class IsotovideoStatus:
     base_state: dict[str, object] | None = None  # content of base_state.json once it exists
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # find_library runs `ldconfig -p`: do it once per process, not on the loop for every job.
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
 class _Inotify:
     """A minimal inotify binding (libc through ctypes)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = _libc()
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
@@ -172,7 +179,8 @@ class PoolWatcher:
                 self._notify()
         finally:
             loop.remove_reader(inotify.fd)
-            inotify.close()
+            # Closing an inotify fd can take the kernel several ms: not on the loop.
+            loop.run_in_executor(None, inotify.close)
 
     def _watch_testresults(self, inotify: _Inotify, wds: dict[int, bool]) -> None:
         if True in wds.values():
@@ -228,3 +236,8 @@ def _read_json(path: Path) -> object:
         return json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+def prepare() -> None:
+    """Load libc for inotify ahead of the first job (call it in a thread at startup)."""
+    _libc()

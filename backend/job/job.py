@@ -98,12 +98,21 @@ class Job:
             image_pool=ctx.image_pool, request_stop=self.request_stop))
         self._started_at = time.monotonic()
         self._tasks: list[asyncio.Task] = []
+        self._upload_task: asyncio.Task | None = None
+        self._quit_during_upload = False
 
     # -- commands from outside ---------------------------------------------------------------------
 
     def request_stop(self, reason: str, detail: str = "") -> None:
         """Ask the job to stop; the first request wins (later ones are logged)."""
         if self.stop_request is not None:
+            if reason == oc.QUIT and self._upload_task is not None and not self._upload_task.done():
+                # The worker is quitting: don't keep it waiting for the final uploads (the job is
+                # duplicated and its files stay in the pool).
+                self.log.note("Worker quits: final uploads abandoned, the job ends with reason quit")
+                self._quit_during_upload = True
+                self._upload_task.cancel()
+                return
             log.debug("[job %d] already stopping (%s), ignoring %s", self.id, self.stop_request.reason, reason)
             return
         self.stop_request = oc.StopRequest(reason, detail)
@@ -253,10 +262,8 @@ class Job:
             await self.log.flush()
             if was_active and stop.reason not in oc.SKIP_UPLOADS:
                 self._set_uploading()
-                error = await self.reporter.final_uploads(stop.reason)
-                if error:
-                    self.log.note(f"Upload failed: {error}", logging.ERROR)
-                    stop = oc.StopRequest(oc.API_FAILURE, error.removeprefix("api failure: "))
+                stop = await self._final_uploads(stop)
+                quitting = quitting or stop.reason == oc.QUIT
             await self.reporter.stop_periodic()
             if quitting and was_active:
                 stop = await self._duplicate(stop, attempts)
@@ -273,6 +280,19 @@ class Job:
         final = result or decision.result or "none"
         ok = stop.reason == oc.DONE and final in oc.OK_RESULTS
         return JobOutcome(self.id, stop.reason, final, decision.reason or "", ok)
+
+    async def _final_uploads(self, stop: oc.StopRequest) -> oc.StopRequest:
+        self._upload_task = asyncio.create_task(self.reporter.final_uploads(stop.reason))
+        try:
+            error = await self._upload_task
+        except asyncio.CancelledError:
+            if not self._quit_during_upload:
+                raise
+            return oc.StopRequest(oc.QUIT)
+        if error:
+            self.log.note(f"Upload failed: {error}", logging.ERROR)
+            return oc.StopRequest(oc.API_FAILURE, error.removeprefix("api failure: "))
+        return stop
 
     async def _end_isotovideo(self, stop: oc.StopRequest) -> oc.StopRequest:
         process = self.process
