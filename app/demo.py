@@ -97,7 +97,7 @@ def demo_config(workdir: Path, url: str, slots: int, first_instance: int) -> Wor
 def _job(name: str, **settings: str) -> dict[str, str]:
     base = {"DISTRI": "demo", "VERSION": "1", "FLAVOR": "sim", "ARCH": "x86_64", "BUILD": "42",
             "TEST": name, "MACHINE": "sim64", "WORKER_CLASS": "demo", "SIM_SCREENSHOT_SIZE": "320x240",
-            "SIM_MODULE_SECONDS": "1.5", "NAME": f"demo-{name}"}
+            "SIM_MODULE_SECONDS": "1", "NAME": f"demo-{name}"}
     return {**base, **settings}
 
 
@@ -126,7 +126,7 @@ class DemoFeeder:
     async def _run(self) -> None:
         self.web.add_asset("hdd", "demo-disk.qcow2", size=8 * 1024 * 1024)
         scenario = [self.passing, self.failing, self.cancelled, self.softfail, self.with_asset, self.chain,
-                    self.broken_spell, self.live_viewer, self.developer, self.passing]
+                    self.live_viewer, self.developer, self.broken_spell, self.passing]
         round_no = 0
         while True:
             for step in scenario:
@@ -134,6 +134,13 @@ class DemoFeeder:
                 await step(round_no)
                 await asyncio.sleep(0.5)
             round_no += 1
+
+    async def stop(self) -> None:
+        """Cancel the viewers and cancellers still waiting for their job (it will never run now)."""
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -181,19 +188,19 @@ class DemoFeeder:
 
     async def live_viewer(self, n: int) -> None:
         job_id = self.web.schedule_job(_job(f"livelog-{n}", SIM_MODULES="boot,welcome,login,console,logout",
-                                            SIM_MODULE_SECONDS="3"))
+                                            SIM_MODULE_SECONDS="2"))
         self._spawn(self._viewer(job_id))
 
     async def _viewer(self, job_id: int) -> None:
         with contextlib.suppress(Exception):
             worker_id = await self._running_on(job_id)
             await self.web.send_ws(worker_id, {"type": "livelog_start", "jobid": job_id})
-            await asyncio.sleep(8)
+            await asyncio.sleep(5)
             await self.web.send_ws(worker_id, {"type": "livelog_stop", "jobid": job_id})
 
     async def developer(self, n: int) -> None:
         job_id = self.web.schedule_job(_job(f"devmode-{n}", SIM_MODULES="boot,needle_check,console",
-                                            SIM_PAUSE="needle_check", SIM_PAUSE_SECONDS="6", SIM_MODULE_SECONDS="2"))
+                                            SIM_PAUSE="needle_check", SIM_PAUSE_SECONDS="4", SIM_MODULE_SECONDS="1.5"))
         self._spawn(self._developer(job_id))
 
     async def _developer(self, job_id: int) -> None:
@@ -215,12 +222,14 @@ class DemoFeeder:
 
     async def broken_spell(self, n: int) -> None:
         """High load for a while: idle slots report broken and come back by themselves."""
+        with contextlib.suppress(TimeoutError):  # let the queued jobs start first: the spell must not starve them
+            await self.web.wait_for(lambda: not any(j.state == "scheduled" for j in self.web.jobs.values()), 60)
         await self._until(lambda: SlotState.IDLE in self._slot_states(), 60)
         log.info("demo: the system load goes up")
-        await asyncio.to_thread(write_load, self.loadavg, HIGH_LOAD)
+        write_load(self.loadavg, HIGH_LOAD)  # 30 bytes: inline, so no thread outlives the demo's cleanup
         await self._until(lambda: SlotState.BROKEN in self._slot_states(), 15)
         await asyncio.sleep(3)
-        await asyncio.to_thread(write_load, self.loadavg, LOW_LOAD)
+        write_load(self.loadavg, LOW_LOAD)
         log.info("demo: the system load is back to normal")
 
     async def _until(self, predicate, timeout: float) -> None:
@@ -248,13 +257,32 @@ async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Pat
     tasks = [feeder.run()]
     if duration:
         tasks.append(_stop_after(worker, duration))
-    print(f"qaworker demo: mock web UI at {web.url} (key {DEMO_KEY}), {slots} slots, data in {workdir}",
-          file=sys.stderr)
+    say(f"qaworker demo: mock web UI at {web.url} (key {DEMO_KEY}), {slots} slots, data in {workdir}")
     try:
         return await main_async(config, no_ui=no_ui, worker=worker, extra_tasks=tuple(tasks))
     finally:
-        print(f"qaworker demo: {summary(web)}", file=sys.stderr)
+        await feeder.stop()
+        say(f"qaworker demo: {summary(web)}")
         await web.stop()
+        await _report_leftover_tasks()
+
+
+async def _report_leftover_tasks(grace: float = 5.0) -> None:
+    """asyncio.run waits for every task it cancels; name the ones that would keep the demo from exiting."""
+    others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    if not others:
+        return
+    for task in others:
+        task.cancel()
+    _done, pending = await asyncio.wait(others, timeout=grace)
+    for task in pending:
+        log.error("task still running after the demo ended: %r", task)
+
+
+def say(line: str) -> None:
+    """A line on stderr; the terminal may be gone (closed window), which must not skip the cleanup."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def summary(web: MockWebUI) -> str:

@@ -36,6 +36,7 @@ from backend.state import WorkerView
 from widgets.cache import CachePanel, cache_text
 from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
+from widgets.format import tidy
 from widgets.job import SlotDetail
 from widgets.logtail import LogBuffers, LogTail
 from widgets.slots import SlotTable
@@ -156,7 +157,7 @@ class CacheScreen(ViewScreen):
         yield Footer()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        self.query_one("#cache-text", Static).update(cache_text(view.cache, None, 70))
+        self.query_one("#cache-text", Static).update(tidy(cache_text(view.cache, None, 70)))
 
 
 # (palette title, action, help)
@@ -219,6 +220,8 @@ class QaworkerApp(App[int]):
         self.terminal_check_interval = TERMINAL_CHECK_INTERVAL
         self._sub: Subscription | None = None
         self._signals: list[int] = []
+        self._resume_guarded = False
+        self._terminal_gone = False
         self._render_pending = False
         self._last_render = 0.0
 
@@ -240,6 +243,7 @@ class QaworkerApp(App[int]):
         self.run_worker(self._pump(self._sub), exit_on_error=False, group="events", name="event-pump")
         self.run_worker(self._wait_stopped(), exit_on_error=False, group="lifetime", name="wait-stopped")
         self._install_signal_handlers()
+        self._guard_resume()
         self.set_interval(1.0, self._schedule_render, name="clock")  # uptime / elapsed / retry countdowns
         if self._terminal_check is not None or not self.is_headless:
             self.set_interval(self.terminal_check_interval, self._check_terminal, name="tty-watchdog")
@@ -248,6 +252,9 @@ class QaworkerApp(App[int]):
 
     def on_unmount(self) -> None:
         self._remove_signal_handlers()
+        if self._resume_guarded:  # the driver is gone: a later SIGCONT must not revive it
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGCONT, signal.SIG_DFL)
         if self._sub is not None:
             self._sub.close()
 
@@ -263,6 +270,28 @@ class QaworkerApp(App[int]):
             except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or Windows
                 log.debug("cannot handle %s: %s", sig, exc)
 
+    def _guard_resume(self) -> None:
+        """Let the driver re-enter application mode on SIGCONT only while the terminal is alive.
+
+        A hangup (closed SSH session, ``tmux kill-session``) brings SIGCONT along with SIGHUP.
+        Textual's driver answers SIGCONT by starting application mode again: on the dead terminal
+        that starts a second writer thread whose queue fills up, and the app's shutdown then blocks
+        the event loop for ever in ``WriterThread.stop()`` — the worker with it.
+        """
+        resume = getattr(self._driver, "_sigcont_application", None)
+        if resume is None:
+            return
+
+        def on_sigcont(signum: int, frame: object) -> None:
+            if self._alive():
+                resume(signum, frame)
+
+        try:
+            signal.signal(signal.SIGCONT, on_sigcont)
+            self._resume_guarded = True
+        except (ValueError, OSError) as exc:  # not the main thread
+            log.debug("cannot guard SIGCONT: %s", exc)
+
     def _remove_signal_handlers(self) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -270,6 +299,11 @@ class QaworkerApp(App[int]):
             return
         for sig in self._signals:
             loop.remove_signal_handler(sig)
+            if sig == signal.SIGHUP and self._terminal_gone:
+                # Until app/run.py installs the worker's handlers again, a second hangup (they come
+                # in pairs when a terminal closes) must not kill the worker we fall back to.
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._signals.clear()
 
     def _on_sigterm(self) -> None:
@@ -294,6 +328,7 @@ class QaworkerApp(App[int]):
             self._terminal_lost()
 
     def _terminal_lost(self) -> None:
+        self._terminal_gone = True
         log.warning("terminal lost; leaving the dashboard (return code %d)", RC_TERMINAL_LOST)
         self.exit(RC_TERMINAL_LOST, return_code=RC_TERMINAL_LOST)
 

@@ -160,10 +160,8 @@ class Slot:
             log.exception("[slot %d] availability check failed", self.instance)
             self.availability = Availability(f"availability check failed: {exc}")
         if self.availability.reason != previous:
-            if self.availability.reason:
-                log.warning("[slot %d] broken: %s", self.instance, self.availability.reason)
-            else:
-                log.info("[slot %d] available again", self.instance)
+            # the faces report the state change (SlotStateChanged); this is for --verbose
+            log.debug("[slot %d] availability: %s", self.instance, self.availability.reason or "available")
             if not self.busy:
                 self._publish_idle_state()
             for conn in self.connections.values():
@@ -411,7 +409,7 @@ class Slot:
             await asyncio.to_thread(reap_orphan_zombies)
             if self.worker.cache is not None:
                 self.worker.cache.unpin_job(info.id)
-        log.info("[slot %d] job %d finished: %s%s", self.instance, info.id, outcome.result,
+        log.debug("[slot %d] job %d finished: %s%s", self.instance, info.id, outcome.result,
                  f" ({outcome.reason})" if outcome.reason else "")
         self.worker.bus.publish(ev.JobFinished(instance=self.instance, job_id=info.id, result=outcome.result,
                                                reason=outcome.reason, stop_reason=outcome.stop_reason,

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from backend.state import CacheView, DownloadView
-from widgets.format import bar, human_bytes, truncate
+from widgets.format import bar, human_bytes, tidy, truncate
 
 
 def usage_text(cache: CacheView) -> Text:
@@ -50,4 +50,4 @@ def cache_text(cache: CacheView, max_downloads: int | None, width: int = 40) -> 
 
 class CachePanel(Static):
     def show(self, cache: CacheView, max_downloads: int | None = 2, width: int = 40) -> None:
-        self.update(cache_text(cache, max_downloads, width))
+        self.update(tidy(cache_text(cache, max_downloads, width)))

@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from backend.events import HostState
 from backend.state import HostView, WorkerView
-from widgets.format import HOST_ICON, HOST_STYLE, human_duration
+from widgets.format import HOST_ICON, HOST_STYLE, human_duration, tidy
 
 
 def _host_groups(view: WorkerView) -> dict[str, list[HostView]]:
@@ -67,7 +67,7 @@ class ConnectionBar(Static):
         if not groups:
             lines.append(Text("no web UI configured", style="bold red"))
         lines.extend(host_line(host, views, now) for host, views in groups.items())
-        self.update(Text("\n").join(lines))
+        self.update(tidy(Text("\n").join(lines)))
 
 
 class StopBanner(Static):

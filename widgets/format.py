@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from rich.text import Text
+from rich.style import Style
+from rich.text import Span, Text
 
 from backend.events import HostState, SlotState
 
@@ -129,4 +130,41 @@ def slot_state_text(state: SlotState, reason: str = "") -> Text:
     text = Text(state.value, style=SLOT_STYLE.get(state, ""))
     if reason and state in (SlotState.BROKEN, SlotState.OFFLINE, SlotState.SETUP, SlotState.STOPPING):
         text.append(f" ({reason})", style="dim" if state is SlotState.SETUP else SLOT_STYLE[state])
+    return text
+
+
+def _invisible_on_spaces(style: str | Style) -> bool:
+    """True when a space in this style looks like a plain space (no background, reverse or underline)."""
+    try:
+        parsed = Style.parse(style) if isinstance(style, str) else style
+    except Exception:
+        return False
+    return parsed.bgcolor is None and not parsed.reverse and not parsed.underline and not parsed.strike
+
+
+def tidy(text: Text) -> Text:
+    """Move span boundaries off spaces, in place: no styled run may start with a space.
+
+    Terminals do not care, but SVG screenshots do: every run becomes one ``<text>`` element, and
+    renderers such as rsvg drop its leading (non-breaking) space, so "boot" + " passed" showed as
+    "bootpassed" and "running" + "  #42" as "running#42". Spaces go to the run before them instead.
+    """
+    plain = text.plain
+    n = len(plain)
+
+    def past_spaces(pos: int) -> int:
+        while pos < n and plain[pos] == " ":
+            pos += 1
+        return pos
+
+    spans = []
+    for span in text.spans:
+        start, end = span.start, span.end
+        if start < n and plain[start] == " ":
+            start = past_spaces(start)
+        if end < n and plain[end] == " " and _invisible_on_spaces(span.style):
+            end = past_spaces(end)
+        if start < end:
+            spans.append(Span(start, end, span.style))
+    text.spans = spans
     return text

@@ -17,6 +17,7 @@ from widgets.format import (
     human_duration,
     result_text,
     slot_state_text,
+    tidy,
     truncate,
 )
 from widgets.logtail import LogBuffers, LogTail
@@ -26,6 +27,10 @@ def upload_text(job: JobView) -> Text | None:
     up = job.upload
     if not (up.files_total or up.bytes_total or up.current_file or up.last_error):
         return None
+    if up.files_total and up.files_done >= up.files_total and not up.optipng_queue and not up.last_error:
+        # between rounds: what was sent so far, without a stale "current file"
+        size = f", {human_bytes(up.bytes_done)}" if up.bytes_done else ""
+        return Text(f"⇪ uploaded {up.files_done} files{size}", style="dim blue")
     text = Text("⇪ upload ", style="bold blue")
     text.append(bar(up.bytes_done or up.files_done, up.bytes_total or up.files_total, 12), style="blue")
     text.append(f" {up.files_done}/{up.files_total} files")
@@ -92,7 +97,7 @@ def modules_text(job: JobView | None, categories: bool = False) -> Text:
 
 class JobSummary(Static):
     def show(self, slot: SlotView, now: float) -> None:
-        self.update(summary_text(slot, now))
+        self.update(tidy(summary_text(slot, now)))
 
 
 class DeveloperPanel(Static):
@@ -102,12 +107,12 @@ class DeveloperPanel(Static):
         active = job is not None and job.developer_session
         self.display = active
         if active and job is not None:
-            self.update(Text.assemble(
+            self.update(tidy(Text.assemble(
                 ("⚠ DEVELOPER SESSION OPEN", "bold"),
                 f" — job #{job.job_id} is under manual control from the web UI; "
                 f"{job.live_viewers} viewer{'s' if job.live_viewers != 1 else ''} connected. "
                 "Do not abort unless the developer agrees.",
-            ))
+            )))
 
 
 class ModuleList(VerticalScroll):
@@ -119,7 +124,7 @@ class ModuleList(VerticalScroll):
         yield Static(id="modules-text")
 
     def show(self, job: JobView | None, categories: bool = False) -> None:
-        self.query_one("#modules-text", Static).update(modules_text(job, categories))
+        self.query_one("#modules-text", Static).update(tidy(modules_text(job, categories)))
         done = f" {job.modules_done}/{len(job.modules)}" if job and job.modules else ""
         self.border_title = f"modules{done}"
         names = [m.name for m in job.modules] if job is not None else []

@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 
 from backend.events import SlotState
 from backend.state import SlotView, WorkerView
-from widgets.format import SLOT_STYLE, bar, human_duration, slot_state_text, truncate, truncate_middle
+from widgets.format import SLOT_STYLE, bar, human_duration, slot_state_text, tidy, truncate, truncate_middle
 
 # (key, label, wide width, narrow width)
 _COLUMNS: tuple[tuple[str, str, int, int], ...] = (
@@ -100,7 +100,7 @@ class SlotTable(DataTable):
         for key in existing - set(wanted):
             self.remove_row(key)
         for key in wanted:
-            cells = self._cells(view.slots[int(key)], now)
+            cells = tuple(tidy(c) if isinstance(c, Text) else c for c in self._cells(view.slots[int(key)], now))
             if key in existing:
                 for (col, *_), value in zip(_COLUMNS, cells, strict=True):
                     self.update_cell(key, col, value)

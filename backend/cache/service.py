@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,11 +305,12 @@ class AssetCache:
             return f"Cache directory {path} does not exist"
         if not path.is_dir():
             return f"Cache directory {path} is not a directory"
-        probe = path / "tmp" / f".probe-{os.getpid()}"
         try:
-            probe.parent.mkdir(exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
+            (path / "tmp").mkdir(exist_ok=True)
+            # A unique name: every slot of the process checks at the same time.
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path / "tmp")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             return f"Cache directory {path} is not writable: {exc.strerror or exc}"
         return None

@@ -10,6 +10,7 @@ import concurrent.futures
 import hashlib
 import multiprocessing
 import os
+import signal
 import shutil
 import subprocess
 import time
@@ -27,7 +28,15 @@ def make_image_pool(workers: int | None = None) -> concurrent.futures.ProcessPoo
     """A process pool sized to the cores. forkserver: never fork a process that runs threads."""
     count = workers or max(1, os.cpu_count() or 1)
     context = multiprocessing.get_context("forkserver")
-    return concurrent.futures.ProcessPoolExecutor(max_workers=count, mp_context=context)
+    return concurrent.futures.ProcessPoolExecutor(max_workers=count, mp_context=context,
+                                                  initializer=_ignore_terminal_signals)
+
+
+def _ignore_terminal_signals() -> None:
+    """Pool workers share the worker's process group: a Ctrl+C or a hangup of the terminal is for the
+    worker to handle (quit/drain), not a reason for the pool to die under a running upload."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def md5_file(path: str) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from textual.widgets.data_table import CellDoesNotExist
 
 from app.tui import QaworkerApp
 from backend.events import SlotState
@@ -23,7 +24,10 @@ SIZE = (140, 40)
 
 
 def cell(table: SlotTable, instance: int, column: str) -> str:
-    return str(table.get_cell(str(instance), column))
+    try:
+        return str(table.get_cell(str(instance), column))
+    except CellDoesNotExist:  # the slot's row appears with its first event
+        return ""
 
 
 def text(app: QaworkerApp, selector) -> str:
@@ -68,7 +72,7 @@ async def test_a_real_job_goes_from_running_to_passed_on_screen(tmp_path) -> Non
 
                 await until(pilot, lambda: f"last #{job_id} passed" in cell(table, instance, "job"), 30,
                             "the finished job in the slot table")
-                assert cell(table, instance, "state") == "idle"
+                await until(pilot, lambda: cell(table, instance, "state") == "idle", 10, "idle after the job")
                 summary = text(app, JobSummary)
                 assert f"last job #{job_id}: ✔ passed" in summary
                 assert "jobs done since start: 1" in summary
