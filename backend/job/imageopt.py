@@ -10,8 +10,8 @@ import concurrent.futures
 import hashlib
 import multiprocessing
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
