@@ -352,6 +352,7 @@ class Slot:
                     self.queue.record(info.id, False)
                     continue
                 outcome = await self._run_job(conn, info)
+                self._current_id = None  # set_done is answered: the web UI may offer the next job now
                 self.queue.record(info.id, outcome.ok)
                 if outcome.stop_reason == oc.API_FAILURE:
                     conn.request_reregistration()
