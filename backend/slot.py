@@ -82,6 +82,7 @@ class Slot:
         self._current_id: int | None = None  # the job being accepted/run (set before the Job exists)
         self._early_stop: str | None = None
         self._grab_lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class Slot:
     def _on_message(self, conn: WebUIConnection, message: Any) -> None:
         match message:
             case GrabJob() | GrabJobs():
-                asyncio.get_running_loop().create_task(self._on_grab(conn, message))
+                self._spawn(self._on_grab(conn, message))
             case StopCommand():
                 self._on_stop_command(conn, message)
             case LiveCommand():
@@ -295,7 +296,13 @@ class Slot:
 
     def _reject(self, conn: WebUIConnection, ids: list[int], reason: str) -> None:
         log.warning("[slot %d] rejecting job(s) %s from %s: %s", self.instance, ids, conn.name, reason)
-        asyncio.get_running_loop().create_task(conn.send({"type": "rejected", "job_ids": ids, "reason": reason}))
+        self._spawn(conn.send({"type": "rejected", "job_ids": ids, "reason": reason}))
+
+    def _spawn(self, coro: Any) -> None:
+        """A fire-and-forget task that is kept referenced until done (the loop only holds weak refs)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _on_stop_command(self, conn: WebUIConnection, message: StopCommand) -> None:
         if conn.name != self.job_host:

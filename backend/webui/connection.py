@@ -71,6 +71,7 @@ class WebUIConnection:
         self._closing = False
         self._probed = False
         self._failures = 0
+        self._closing_task: asyncio.Task | None = None
 
     @property
     def name(self) -> str:
@@ -119,7 +120,8 @@ class WebUIConnection:
     def request_reregistration(self) -> None:
         """After an api-failure: drop the websocket so the loop registers anew."""
         if self._ws is not None:
-            asyncio.get_running_loop().create_task(self._ws.close(code=1000, reason="re-registering"))
+            self._closing_task = asyncio.get_running_loop().create_task(
+                self._ws.close(code=1000, reason="re-registering"))
 
     def send_status_soon(self) -> None:
         """Send a ``worker_status`` as soon as possible (state changed)."""
