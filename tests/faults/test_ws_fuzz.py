@@ -84,7 +84,7 @@ async def test_ten_thousand_junk_messages_over_the_websocket(tmp_path):
                 await (sock.send_bytes(frame) if isinstance(frame, bytes) else sock.send_str(frame))
             except (ConnectionError, RuntimeError):  # the worker may close on a frame it refuses; it must return
                 reconnects += 1
-                await web.wait_for(lambda: wid in web.sockets and not web.sockets[wid].closed, 15)
+                await web.wait_for(lambda: wid in web.sockets and not web.sockets[wid].closed, 60)
 
         for i, message in enumerate(junk):
             await send(json.dumps(message))
