@@ -286,7 +286,7 @@ class WebUIConnection:
 
     def _failed(self, reason: str, retry_in: float) -> None:
         self.last_error = reason
-        log.warning("[%s #%d] %s (retrying in %.0f s)", self.name, self.instance, reason, retry_in)
+        log.warning("[%s #%d] %s (retrying in %.1f s)", self.name, self.instance, reason, retry_in)
         self._set_state(HostState.FAILED, reason=reason, next_retry=retry_in)
 
     def _set_state(self, state: HostState, reason: str = "", next_retry: float | None = None) -> None:
