@@ -12,6 +12,7 @@ if ! curl -sf -o /dev/null "$url/api/v1/workers"; then
     started=1
 fi
 export QAWORKER_REAL_WEBUI=$url
+export QAWORKER_REALSTACK=$(cd "$REALSTACK" && pwd)
 export QAWORKER_REAL_KEY=${QAWORKER_REAL_KEY:-${REALSTACK_KEY:-AAAABBBBCCCCDDDD}}
 export QAWORKER_REAL_SECRET=${QAWORKER_REAL_SECRET:-${REALSTACK_SECRET:-0000111122223333}}
 "$PY" -m pytest -m interop tests/interop -p no:cacheprovider -q "$@"
