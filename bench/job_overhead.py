@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import cpu_seconds, exit_time, is_job_process, median, start_wallclock
 from tests.helpers import free_instance
 from tests.integration.harness import job_settings, mock_web, wait_registered
-from tests.integration.test_worker_process import start_worker
+from tests.integration.harness import start_worker_process as start_worker
 
 
 @dataclass

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from backend.engine.simulator import simulator_command
 from tests.helpers import free_instance, free_port
-from tests.integration.harness import KEY, SECRET, assert_no_leftovers, job_settings, mock_web, wait_registered
+from tests.integration.harness import assert_no_leftovers, job_settings, mock_web, start_worker_process, wait_registered
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,21 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start_worker(tmp: Path, url: str, instance: int, metrics_port: int) -> asyncio.subprocess.Process:
-    conf = tmp / "conf"
-    conf.mkdir()
-    (conf / "workers.ini").write_text(
-        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
-        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n"
-        f"CACHEDIRECTORY = {tmp / 'cache'}\nCACHELIMIT = 1\n\n[{instance}]\nWORKER_CLASS = test\n")
-    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
     (tmp / "cache").mkdir()
-    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True)
-    env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
-           "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "--no-ui", "--instance", str(instance), "--isotovideo", simulator_command(),
-        "--metrics-port", str(metrics_port), cwd=ROOT, env=env, stdout=(tmp / "worker.log").open("wb"),
-        stderr=asyncio.subprocess.STDOUT)
+    return await start_worker_process(tmp, url, instance, f"CACHEDIRECTORY = {tmp / 'cache'}\nCACHELIMIT = 1\n",
+                                      args=("--metrics-port", str(metrics_port)))
 
 
 def value(text: str, name: str, **labels: str) -> float:

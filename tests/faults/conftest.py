@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from backend.engine.simulator import simulator_command
 from backend.mockweb.server import MockWebUI
 from backend.worker import Worker
 from tests.integration.harness import (
@@ -24,6 +21,7 @@ from tests.integration.harness import (
     make_config,
     mock_web,
     running_worker,
+    start_worker_process,
     wait_registered,
 )
 
@@ -68,28 +66,6 @@ def assert_accounted(web: MockWebUI, job_id: int, pool: Path, files: set[str] = 
             continue
         missing.add(name)
     assert not missing, f"lost result files of job {job_id}: {sorted(missing)} (uploaded {sorted(uploaded)})"
-
-
-async def start_worker_process(tmp: Path, url: str, instance: int | list[int], extra: str = "",
-                               isotovideo: str | None = None) -> asyncio.subprocess.Process:
-    """The real `python -m app.cli --no-ui` process (one or several slots); output goes to <tmp>/worker.log."""
-    instances = instance if isinstance(instance, list) else [instance]
-    sections = "".join(f"[{i}]\nWORKER_CLASS = test\n" for i in instances)
-    slot_args = (["--instances", ",".join(map(str, instances))] if len(instances) > 1
-                 else ["--instance", str(instances[0])])
-    conf = tmp / "conf"
-    conf.mkdir(exist_ok=True)
-    (conf / "workers.ini").write_text(
-        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
-        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n{extra}\n{sections}")
-    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
-    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
-           "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
-    with (tmp / "worker.log").open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "--no-ui", *slot_args, "--isotovideo", isotovideo or simulator_command(),
-            cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
 
 
 def process_pool(tmp: Path, instance: int) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from backend.config import HostConfig, SlotConfig, WorkerConfig
+from backend.engine.simulator import simulator_command
 from backend.mockweb.server import MockWebUI
 from backend.worker import Worker
 from tests.helpers import free_instance
@@ -25,8 +26,6 @@ def simulator_path(tmp: Path) -> str:
     installed = Path(sys.executable).parent / "qaworker-simulator"
     if installed.exists():
         return str(installed)
-    from backend.engine.simulator import simulator_command
-
     return simulator_command()
 
 
@@ -130,3 +129,25 @@ def _cmd(p: psutil.Process) -> str:
         return " ".join(p.cmdline())
     except psutil.Error:
         return "?"
+
+
+async def start_worker_process(tmp: Path, url: str, instance: int | list[int], extra: str = "",
+                               isotovideo: str | None = None, args: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
+    """The real `python -m app.cli --no-ui` process (one or several slots); output goes to <tmp>/worker.log."""
+    instances = instance if isinstance(instance, list) else [instance]
+    sections = "".join(f"[{i}]\nWORKER_CLASS = test\n" for i in instances)
+    slot_args = (["--instances", ",".join(map(str, instances))] if len(instances) > 1
+                 else ["--instance", str(instances[0])])
+    conf = tmp / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "workers.ini").write_text(
+        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
+        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n{extra}\n{sections}")
+    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
+    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
+           "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
+    with (tmp / "worker.log").open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "--no-ui", *slot_args, "--isotovideo", isotovideo or simulator_command(),
+            *args, cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)

@@ -4,46 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from backend.engine.simulator import simulator_command
 from tests.helpers import free_instance
 from tests.integration.harness import (
-    KEY,
     SECRET,
     assert_no_leftovers,
     job_settings,
     mock_web,
+    start_worker_process,
     wait_registered,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def start_worker(tmp: Path, url: str, instance: int, extra: str = "") -> asyncio.subprocess.Process:
-    conf = tmp / "conf"
-    conf.mkdir(exist_ok=True)
-    (conf / "workers.ini").write_text(
-        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
-        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n{extra}\n"
-        f"[{instance}]\nWORKER_CLASS = test\n")
-    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
-    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
-           "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "--no-ui", "--instance", str(instance), "--isotovideo", simulator_command(),
-        cwd=ROOT, env=env, stdout=(tmp / "worker.log").open("wb"), stderr=asyncio.subprocess.STDOUT)
-
-
 @contextlib.asynccontextmanager
 async def worker_process(tmp: Path, url: str) -> AsyncIterator[asyncio.subprocess.Process]:
     """The real worker process; killed at the end if a test left it running."""
-    proc = await start_worker(tmp, url, free_instance())
+    proc = await start_worker_process(tmp, url, free_instance())
     try:
         yield proc
     finally:
