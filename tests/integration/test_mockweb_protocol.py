@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,6 @@ from websockets.exceptions import ConnectionClosed
 
 from backend.mockweb.probe import Probe
 from backend.mockweb.server import MockWebUI
-
-
-@pytest.fixture
-async def ui(tmp_path: Path) -> AsyncIterator[MockWebUI]:
-    server = MockWebUI(tmp_path / "web")
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def probe(ui: MockWebUI) -> AsyncIterator[Probe]:
-    async with Probe(ui.url) as client:
-        yield client
 
 
 async def online(probe: Probe, **kwargs: object) -> Probe:

@@ -7,7 +7,6 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,20 +18,6 @@ from backend.mockweb.server import MockWebUI
 from tests.helpers import free_port
 
 ROOT = str(Path(__file__).resolve().parents[2])
-
-
-@pytest.fixture
-async def ui(tmp_path: Path) -> AsyncIterator[MockWebUI]:
-    server = MockWebUI(tmp_path / "web")
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def probe(ui: MockWebUI) -> AsyncIterator[Probe]:
-    async with Probe(ui.url) as client:
-        yield client
 
 
 async def running_job(ui: MockWebUI, probe: Probe, settings: dict[str, str] | None = None) -> int:
