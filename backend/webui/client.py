@@ -186,7 +186,7 @@ class ApiClient:
             delay = min(delay, self.retry.max_retry_after)
             log.warning("%s %s: %s (attempt %d/%d, retrying in %.1f s)", method, path, message, attempt,
                         attempts, delay)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(_jitter(delay))  # spread retries: concurrent uploads must not stay in lockstep
         raise AssertionError("unreachable")
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
