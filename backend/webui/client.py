@@ -182,11 +182,12 @@ class ApiClient:
                                retry_after=parse_retry_after(response.headers.get("retry-after")))
             delay = parse_retry_after(response.headers.get("retry-after"))
             if delay is None:
-                delay = self.retry.busy_delay if status in BUSY_CODES else self.retry.delay
+                # our own delays get jitter: concurrent uploads must not keep retrying in lockstep
+                delay = _jitter(self.retry.busy_delay if status in BUSY_CODES else self.retry.delay)
             delay = min(delay, self.retry.max_retry_after)
             log.warning("%s %s: %s (attempt %d/%d, retrying in %.1f s)", method, path, message, attempt,
                         attempts, delay)
-            await asyncio.sleep(_jitter(delay))  # spread retries: concurrent uploads must not stay in lockstep
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
