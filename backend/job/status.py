@@ -1,16 +1,21 @@
 """Status posts and result upload rounds during a job (PROTOCOL.md §13, §14.2, §17).
 
 One ``JobReporter`` per job. A single periodic task runs rounds strictly one after another:
-read the pool directory (in a thread), hash new screenshots (process pool), post the status,
-then optimise (process pool) and upload images and text files with bounded concurrency.
+read the pool directory (in a thread), post the status with the screenshots' md5s, then upload
+images and text files with bounded concurrency.
+
+Screenshots are hashed and optimised as soon as isotovideo has written them (``ScreenshotWatcher``,
+inotify), in the worker's ``ImagePool``: once per file, the md5 always of the unoptimised bytes.
+A round only waits for what is not done yet, so the final upload holds just the last module's
+images, mostly optimised already. Uploads still follow the status post that references them, so
+``known_images`` keeps saving the uploads of images the web UI already has (§13.4).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.events import DeveloperSession, EventBus, JobProgress, LiveViewers, LogLines, ModuleStatus
-from backend.job.imageopt import OPTIMIZE_ATTEMPTS, OptimizeError, md5_file, optimize_image
+from backend.job.imageopt import OPTIMIZE_ATTEMPTS, ImagePool, OptimizeError, available_cores
 from backend.job.imageopt import make_image_pool as make_image_pool
 from backend.job.results import ReadResult, ResultsReader, attach_md5
+from backend.job.shotwatch import ScreenshotWatcher
 from backend.job.upload import (
     ArtefactUploader,
     ProgressTracker,
@@ -54,9 +60,17 @@ class ReporterContext:
     worker_hostname: str
     livehandler_base: str
     bus: EventBus
-    image_pool: concurrent.futures.Executor
+    image_pool: ImagePool
     request_stop: Callable[[str, str], None]
     upload_concurrency: int = 4
+
+
+@dataclass
+class _Shot:
+    """One screenshot's preparation: md5 of the original file, then (optionally) optimisation."""
+
+    hashed: asyncio.Future[str | None]  # the md5, None when the file could not be read
+    task: asyncio.Task[None]  # done = hashed and optimised (its thumbnail too, if it existed then)
 
 
 @dataclass
@@ -80,12 +94,12 @@ class JobReporter:
         self._tail = LogTail(ctx.pool_dir / "autoinst-log.txt")
         self.tracker = ProgressTracker(ctx.bus, ctx.instance, ctx.job_id)
         self._progress = UploadProgressPoster(ctx.client, ctx.livehandler_base, ctx.job_id)
-        self._md5: dict[str, str] = {}  # screenshot name -> md5 of the unoptimised file
+        self._shots: dict[str, _Shot] = {}  # screenshot name -> its preparation
         self._images: dict[str, str] = {}  # md5 -> screenshot name, still to send
         self._files: set[str] = set()  # text/audio files still to send
         self._known_images: set[str] = set()  # md5s the web UI has (or we sent)
         self._sent_files: set[str] = set()
-        self._optimized: set[Path] = set()
+        self._optimizing: dict[Path, asyncio.Task[None]] = {}  # each file optimised once
         self._failed: dict[str, str] = {}  # file name -> last upload error
         self._viewers = 0
         self._developer = False
@@ -96,8 +110,10 @@ class JobReporter:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         # Few optimisations in flight per job, so slots sharing the pool interleave fairly.
-        self._optimize_gate = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        self._optimize_gate = asyncio.Semaphore(max(2, available_cores()))
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.shot_watcher = ScreenshotWatcher(ctx.pool_dir, self._screenshot_written)
 
     # -- control ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,6 +124,7 @@ class JobReporter:
             self._touch_live_log(True)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._periodic(), name=f"reporter-{self.ctx.job_id}")
+        self._watch_task = loop.create_task(self.shot_watcher.run(), name=f"shots-{self.ctx.job_id}")
 
     def trigger(self) -> None:
         if self._started and not self._periodic_stop:
@@ -141,8 +158,24 @@ class JobReporter:
     async def stop_periodic(self) -> None:
         self._periodic_stop = True
         self._wake.set()
+        await self._stop_watching()
         if self._task is not None:
             await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        """End everything this reporter started (call once the job is over; idempotent)."""
+        await self.stop_periodic()
+        pending = [s.task for s in self._shots.values()] + list(self._optimizing.values())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _stop_watching(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def post_uploading(self) -> None:
         self._stopping = True
@@ -265,18 +298,52 @@ class JobReporter:
             self._failed.pop(name, None)
 
     async def _hash(self, names: list[str]) -> dict[str, str]:
-        """md5 of every named screenshot, computed once per file in the process pool."""
-        missing = sorted({n for n in names if n not in self._md5})
-        if missing:
-            paths = [str(self.reader.screenshot_path(n)) for n in missing]
-            futures = [self._in_pool(md5_file, p) for p in paths]
-            for name, outcome in zip(missing, await asyncio.gather(*futures, return_exceptions=True),
-                                     strict=True):
-                if isinstance(outcome, str):
-                    self._md5[name] = outcome
-                else:
-                    log.warning("[job %d] Screenshot %s cannot be read: %s", self.ctx.job_id, name, outcome)
-        return {n: self._md5[n] for n in names if n in self._md5}
+        """md5 of every named screenshot (computed once per file, before it is optimised)."""
+        shots = {n: self._shot(n) for n in dict.fromkeys(names)}
+        out: dict[str, str] = {}
+        for name, shot in shots.items():
+            md5 = await asyncio.shield(shot.hashed)
+            if md5 is None:
+                self._shots.pop(name, None)  # try again next round
+                continue
+            out[name] = md5
+        return out
+
+    # -- screenshot preparation ----------------------------------------------------------------------------
+    def _screenshot_written(self, name: str) -> None:
+        if not self._periodic_stop:
+            self._shot(name)
+
+    def _shot(self, name: str) -> _Shot:
+        shot = self._shots.get(name)
+        if shot is None:
+            loop = asyncio.get_running_loop()
+            hashed: asyncio.Future[str | None] = loop.create_future()
+            task = loop.create_task(self._prepare(name, hashed), name=f"shot-{self.ctx.job_id}-{name}")
+            shot = self._shots[name] = _Shot(hashed, task)
+        return shot
+
+    async def _prepare(self, name: str, hashed: asyncio.Future[str | None]) -> None:
+        path = self.reader.screenshot_path(name)
+        try:
+            try:
+                md5 = await self.ctx.image_pool.md5(path)
+            except OSError as exc:
+                log.warning("[job %d] Screenshot %s cannot be read: %s", self.ctx.job_id, name,
+                            exc.strerror or exc)
+                hashed.set_result(None)
+                return
+            hashed.set_result(md5)
+        finally:
+            if not hashed.done():  # cancelled: nobody waits for an md5 forever
+                hashed.set_result(None)
+        settings = UploadSettings.from_settings(self.ctx.settings)
+        if not settings.optimize:
+            return
+        await self._optimize(path, settings)
+        thumb = self.reader.thumbnail_path(name)
+        if await asyncio.to_thread(thumb.is_file):
+            await self._optimize(thumb, settings)
 
     # -- image and file uploads ---------------------------------------------------------------------
     async def _upload_round(self, read: ReadResult) -> None:
@@ -306,11 +373,10 @@ class JobReporter:
                           md5: str, name: str) -> None:
         path = self.reader.screenshot_path(name)
         thumb = self.reader.thumbnail_path(name)
+        await asyncio.shield(self._shot(name).task)  # hashed and optimised, mostly long ago
         has_thumb = await asyncio.to_thread(thumb.is_file)
-        if settings.optimize:
-            await self._optimize(path, settings)
-            if has_thumb:
-                await self._optimize(thumb, settings)
+        if settings.optimize and has_thumb:
+            await self._optimize(thumb, settings)  # written after its screenshot was prepared
         async with gate:
             try:
                 await uploader.upload(path, name, {"image": "1", "thumb": "0", "md5": md5})
@@ -348,29 +414,25 @@ class JobReporter:
         self.tracker.error(error)
 
     async def _optimize(self, path: Path, settings: UploadSettings) -> None:
-        """Optimise once per file in the pool; a failure marks the worker broken (NEW), upload goes on."""
-        if path in self._optimized:
-            return
+        """Optimise once per file (concurrent callers share the work); a failure marks the worker broken
+        (NEW) and the original file is uploaded."""
+        task = self._optimizing.get(path)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._run_optimizer(path, settings),
+                                                          name=f"optimize-{self.ctx.job_id}-{path.name}")
+            self._optimizing[path] = task
+        await asyncio.shield(task)
+
+    async def _run_optimizer(self, path: Path, settings: UploadSettings) -> None:
         self.tracker.optipng_queue += 1
         self.tracker.publish()
         try:
             async with self._optimize_gate:
-                await self._in_pool(optimize_image, str(path), settings.use_pngquant, OPTIMIZE_ATTEMPTS,
-                                    self.optimize_pause)
+                await self.ctx.image_pool.optimize(path, settings.optimizer, OPTIMIZE_ATTEMPTS, self.optimize_pause)
         except (OptimizeError, OSError) as exc:
             self._optimize_failed(str(exc))
         finally:
             self.tracker.optipng_queue -= 1
-        self._optimized.add(path)
-
-    async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` in the shared process pool; a thread if that pool broke (a killed child)."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.ctx.image_pool, fn, *args)
-        except concurrent.futures.process.BrokenProcessPool:
-            log.warning("[job %d] image process pool is broken; using a thread for %s", self.ctx.job_id,
-                        fn.__name__)
-            return await asyncio.to_thread(fn, *args)
 
     def _optimize_failed(self, error: str) -> None:
         log.error("[job %d] %s", self.ctx.job_id, error)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.events import EventBus, UploadProgress
+from backend.job.imageopt import OPTIMIZER_SETTING, Optimizer, choose_optimizer
 from backend.job.storable import encode_chunk
 from backend.webui.client import ApiClient, ApiError
 
@@ -63,6 +64,7 @@ class UploadSettings:
     local_upload: bool = True
     optimize: bool = True
     use_pngquant: bool = False
+    optimizer: Optimizer = Optimizer.OXIPNG  # what optimises screenshots (pngquant when USE_PNGQUANT)
 
     @classmethod
     def from_settings(cls, settings: dict[str, str], env: dict[str, str] | None = None) -> UploadSettings:
@@ -73,7 +75,9 @@ class UploadSettings:
                    delay=max(0.0, _num(delay, DEFAULT_UPLOAD_DELAY)),
                    local_upload=_truthy(settings.get("LOCAL_UPLOAD"), True),
                    optimize=_truthy(settings.get("OPTIMIZE_IMAGES"), True),
-                   use_pngquant=_truthy(settings.get("USE_PNGQUANT"), False))
+                   use_pngquant=_truthy(settings.get("USE_PNGQUANT"), False),
+                   optimizer=choose_optimizer(settings.get(OPTIMIZER_SETTING),
+                                              _truthy(settings.get("USE_PNGQUANT"), False)))
 
     def chunk_delay(self, attempt: int) -> float:
         """5 s + (attempt-1) s + rand(0..1) s capped at 30 s; scaled down with a smaller base delay."""
