@@ -154,10 +154,11 @@ class _Helper:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
-    def kill(self) -> None:
+    def kill(self, reap: bool = True) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait()
+        if reap:
+            self.proc.wait()
 
 
 class ImagePool:
@@ -204,7 +205,7 @@ class ImagePool:
             if wait:
                 helper.close()
             else:
-                helper.kill()
+                helper.kill(reap=False)  # not even a waitpid on the caller's (the loop's) thread
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.shutdown, True, True)

@@ -275,6 +275,7 @@ class Job:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await self.reporter.aclose()  # its screenshot watcher and any preparation still running
             await self.log.close()
         self._set_state(JobState.STOPPED)
         final = result or decision.result or "none"
