@@ -36,10 +36,11 @@ OPTIMIZE_TIMEOUT = 300.0
 IDLE_EXIT = 60.0  # seconds a helper waits for work before it exits
 HELPER = Path(__file__).with_name("pngworker.py")
 
-# Chosen by measurement (bench/upload.py --pick, bench/README.md): on screen-like 1024×768 PNGs as
-# os-autoinst writes them, one filter (Bigrams) and libdeflate level 9 give 0.97× the bytes of
-# `optipng -o2` in ~0.15× its time; oxipng's presets 1/2 are smaller still but 2-3× slower.
-OXIPNG_PRESET: dict[str, Any] = {"level": 0, "filter": ["Bigrams"], "deflate": 9}
+# Chosen by measurement (bench/upload.py part 1, bench/README.md): on 60 screen-like 1024×768 PNGs as
+# os-autoinst writes them, one filter (Entropy) and libdeflate level 9 give 0.998× the bytes of
+# `optipng -o2` in 0.19× its time — the fastest setting within 2 % of optipng's size. oxipng's own
+# presets: -o0 is 6.5 % bigger, -o1/-o2 are smaller but 2-4× slower than this.
+OXIPNG_PRESET: dict[str, Any] = {"level": 0, "filter": ["Entropy"], "deflate": 9}
 
 
 class OptimizeError(RuntimeError):
