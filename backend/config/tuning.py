@@ -9,7 +9,6 @@ Defaults are upstream's (lib/OpenQA/Worker*.pm, lib/OpenQA/CacheService*).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -161,11 +160,12 @@ def bad_value(setting: Setting, origin: str, raw: str, reason: str) -> str:
 
 
 def resolve(cls: type[T], settings: Mapping[str, str], origins: Mapping[str, str] | None = None,
-            env: Mapping[str, str] | None = None, *, strict: bool = True) -> tuple[T, dict[str, str]]:
+            env: Mapping[str, str] | None = None, *, strict: bool = True,
+            quiet: bool = False) -> tuple[T, dict[str, str]]:
     """The typed values of ``cls`` and, per setting name, where each came from.
 
-    ``strict``: a bad value is a ``ConfigError`` (load time). Otherwise (configs built in code) it is
-    logged and the default used.
+    ``strict``: a bad value is a ``ConfigError`` (load time). Otherwise (configs built in code, job
+    settings) the default is used, and logged unless ``quiet``.
     """
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -180,10 +180,7 @@ def resolve(cls: type[T], settings: Mapping[str, str], origins: Mapping[str, str
             message = bad_value(setting, origin, raw, str(exc))
             if strict:
                 raise ConfigError(message) from None
-            log.warning("%s; using the default %s", message, setting.default_text())
+            if not quiet:
+                log.warning("%s; using the default %s", message, setting.default_text())
             sources[setting.name] = "default (bad value ignored)"
     return cls(**values), sources
-
-
-def with_values(tuning: T, **changes: Any) -> T:
-    return dataclasses.replace(tuning, **changes)
