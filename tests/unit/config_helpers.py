@@ -47,10 +47,13 @@ def world_readable_dir() -> Iterator[Path]:
     path.chmod(0o755)
     try:
         yield path
-    finally:
-        for p in (path, *path.rglob("*")):
-            if not p.is_symlink():
-                p.chmod(0o755 if p.is_dir() else 0o644)
+    finally:  # a test may have left mode-000 files and directories behind
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755, follow_symlinks=False)
+            for name in files:
+                if not os.path.islink(os.path.join(root, name)):
+                    os.chmod(os.path.join(root, name), 0o644)
         shutil.rmtree(path)
 
 
