@@ -16,7 +16,13 @@ from backend.config.hosts import HOST_SECTION_KEYS, build_host, detect_worker_ho
 from backend.config.ini import IniData, read_ini_files
 from backend.config.lookup import config_groups, lookup_config_files
 from backend.config.model import CliOptions, SlotConfig, WorkerConfig
-from backend.config.registry import ALL_SETTINGS, host_section_warning, known_setting, workers_ini_warning
+from backend.config.registry import (
+    ALL_SETTINGS,
+    UNSUPPORTED,
+    host_section_warning,
+    known_setting,
+    workers_ini_warning,
+)
 from backend.config.sections import (
     classify_sections,
     default_worker_class,
@@ -149,12 +155,13 @@ _KNOWN_VARIABLES = {v for s in ALL_SETTINGS for v in (s.env, s.name if s.where =
 
 
 def environment_warnings(env: Mapping[str, str]) -> list[str]:
-    """Misspelt ``OPENQA_WORKER_*`` variables would otherwise be ignored without a word."""
+    """Upstream variables qaworker does not act on, and misspelt ``OPENQA_WORKER_*`` ones, would
+    otherwise be ignored without a word."""
     out = []
     for variable in sorted(env):
-        if not variable.startswith("OPENQA_WORKER_") or variable in _KNOWN_VARIABLES:
-            continue
         setting = known_setting(variable)
-        reason = setting.meaning if setting else "not a variable qaworker knows; ignored"
-        out.append(f"environment {variable}: {reason}")
+        if setting in UNSUPPORTED:
+            out.append(f"environment {variable}: {setting.meaning}")  # type: ignore[union-attr]
+        elif variable.startswith("OPENQA_WORKER_") and variable not in _KNOWN_VARIABLES:
+            out.append(f"environment {variable}: not a variable qaworker knows; ignored")
     return out

@@ -22,20 +22,18 @@ STRING_SETTINGS: tuple[Setting, ...] = (
             shown_default="`localhost` if every web UI is local, else the FQDN"),
     Setting("ARCH", "CPU architecture sent at registration (skips `lscpu`)"),
     Setting("PARALLEL_ONE_HOST_ONLY", "sent at registration as `parallel_one_host_only`"),
-    Setting("CACHEDIRECTORY", "enables the shared asset and test cache in this directory "
-            "(`OPENQA_CACHE_DIR` overrides it)", env="OPENQA_CACHE_DIR"),
+    Setting("CACHEDIRECTORY", "enables the shared asset and test cache in this directory", env="OPENQA_CACHE_DIR"),
     Setting("LOG_LEVEL", "log level (`--verbose` = debug)", shown_default="info"),
-    Setting("LOG_DIR", "where the dashboard writes `qaworker.log` (headless: stderr/journald); "
-            "`OPENQA_WORKER_LOG_DIR` overrides it", env="OPENQA_WORKER_LOG_DIR"),
+    Setting("LOG_DIR", "where the dashboard writes `qaworker.log` (headless: stderr/journald)",
+            env="OPENQA_WORKER_LOG_DIR"),
     Setting("GENERAL_HW_CMD_DIR", "passed to jobs; only honoured from the worker config (removed from job settings)"),
     Setting("GIT_CACHE_DIR", "passed to jobs; only honoured from the worker config (removed from job settings)"),
     Setting("GIT_CACHE_DIR_LIMIT", "passed to jobs; only honoured from the worker config"),
-    Setting("EXTERNAL_VIDEO_ENCODER", "`EXTERNAL_VIDEO_ENCODER*`: passed to jobs; only honoured from the worker "
-            "config", prefix=True),
+    Setting("EXTERNAL_VIDEO_ENCODER", "passed to jobs; only honoured from the worker config", prefix=True),
     # [<host>] sections
-    Setting("SHARE_DIRECTORY", "`[<host>]`: the web UI's share directory as mounted here",
+    Setting("SHARE_DIRECTORY", "the web UI's share directory as mounted here",
             where="host", shown_default="`$OPENQA_BASEDIR/openqa/share`"),
-    Setting("TESTPOOLSERVER", "`[<host>]`: rsync source of the tests (with `CACHEDIRECTORY`)", where="host"),
+    Setting("TESTPOOLSERVER", "rsync source of the tests (with `CACHEDIRECTORY`)", where="host"),
     # job settings the worker interprets; in workers.ini they go into vars.json (and win over the job's)
     Setting("MAX_JOB_TIME", "job setting: seconds the test may run", where="job", default=7200),
     Setting("MAX_SETUP_TIME", "job setting: seconds the setup may take", where="job", default=3600),
@@ -52,7 +50,6 @@ STRING_SETTINGS: tuple[Setting, ...] = (
     Setting("OPENQA_BASEDIR", "base of the pool and share directories", where="env", shown_default="/var/lib"),
     Setting("OPENQA_API_KEY", "API key (client.conf fills in; `--apikey` wins)", where="env"),
     Setting("OPENQA_API_SECRET", "API secret (client.conf fills in; `--apisecret` wins)", where="env"),
-    Setting("OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE", "overrides `TERMINATE_AFTER_JOBS_DONE`", where="env"),
     Setting("OVS_DBUS_SERVICE_NAME", "D-Bus service a `tap` slot needs", where="env",
             default="org.opensuse.os_autoinst.switch", status=ISSUE_12),
     Setting("QAWORKER_SYSTEM_CONFIG_DIRS", "colon-separated replacement of `/etc/openqa:/usr/etc/openqa`",

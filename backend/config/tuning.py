@@ -37,12 +37,12 @@ class SlotTuning:
         "free MiB in the pool directory below which the slot reports `broken`; 0 = off")
     loadavg_file: Path = tunable(  # noqa: RUF009 (tunable() is a dataclasses.field)
         Path("/proc/loadavg"), "QAWORKER_LOADAVG_FILE", "path",
-        "where the load average is read (`OPENQA_LOAD_AVG_FILE` is used when this is unset)",
+        "where the load average is read",
         env="OPENQA_LOAD_AVG_FILE", env_wins=False)
     upload_delay: float = tunable(
         5.0, "QAWORKER_UPLOAD_DELAY", "number",
-        "seconds before a failed upload chunk is retried (+1 s per attempt, at most 30 s; "
-        "`OPENQA_UPLOAD_DELAY` is used when this is unset)", env="OPENQA_UPLOAD_DELAY", env_wins=False)
+        "seconds before a failed upload chunk is retried (+1 s per attempt, at most 30 s)",
+        env="OPENQA_UPLOAD_DELAY", env_wins=False)
     # -- availability and web UI connection ------------------------------------------------------
     critical_load_avg_threshold: float = tunable(
         40.0, "CRITICAL_LOAD_AVG_THRESHOLD", "number",
@@ -66,10 +66,10 @@ class SlotTuning:
     retries: int = tunable(
         60, "RETRIES", "count", "attempts per REST call to the web UI", env="OPENQA_WORKER_CONNECT_RETRIES")
     retry_delay: float = tunable(
-        5.0, "RETRY_DELAY", "number", "seconds between REST retries (a `[<host>]` section may override it)")
+        5.0, "RETRY_DELAY", "number", "seconds between REST retries")
     retry_delay_if_webui_busy: float = tunable(
         60.0, "RETRY_DELAY_IF_WEBUI_BUSY", "number",
-        "seconds between REST retries while the web UI looks overloaded (`[<host>]` may override it)")
+        "seconds between REST retries while the web UI looks overloaded")
     # -- jobs ------------------------------------------------------------------------------------
     upload_chunk_size: int = tunable(10_000_000, "UPLOAD_CHUNK_SIZE", "count", "bytes per asset upload chunk")
     upload_retries: int = tunable(10, "UPLOAD_RETRIES", "count", "attempts per asset upload chunk")
@@ -87,8 +87,8 @@ class SlotTuning:
         None, "SYNC_ASSETS_HOOK", "text", "shell command run before a job's assets are cached", status=ISSUE_12)
     terminate_after_jobs_done: bool = tunable(
         False, "TERMINATE_AFTER_JOBS_DONE", "bool",
-        "exit once the queue is empty after a job (with `Restart=always`: pick up updates); "
-        "`OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE` overrides it", status=ISSUE_12)
+        "exit once the queue is empty after a job (with `Restart=always`: pick up updates)",
+        env="OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE", status=ISSUE_12)
     packages_cmd: str | None = tunable(
         None, "PACKAGES_CMD", "text", "run at start; its output is uploaded with every job as "
         "`worker_packages.txt`", status=ISSUE_12)
