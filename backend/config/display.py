@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,14 @@ def mask_api_key(key: str | None) -> str | None:
     return None if not key else f"{key[:4]}…"
 
 
+_URL_CREDENTIALS_RE = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def mask_url_credentials(value: str) -> str:
+    """``http://user:pass@proxy:3128`` -> ``http://****@proxy:3128`` (proxy variables, hosts)."""
+    return _URL_CREDENTIALS_RE.sub(MASK + "@", value)
+
+
 def _masked_dict(values: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in values.items():
@@ -29,7 +38,7 @@ def _masked_dict(values: Mapping[str, str]) -> dict[str, str]:
         elif key.upper() == "OPENQA_API_KEY":
             out[key] = mask_api_key(value) or ""
         else:
-            out[key] = value
+            out[key] = mask_url_credentials(value)
     return out
 
 

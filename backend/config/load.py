@@ -37,8 +37,9 @@ ENV_OVERRIDES = {"OPENQA_WORKER_LOG_DIR": "LOG_DIR",
                  "OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE": "TERMINATE_AFTER_JOBS_DONE"}
 # injected into every slot's settings (and so into vars.json), as upstream does
 DEFAULTS = {"CRITICAL_LOAD_AVG_THRESHOLD": "40", "RETRY_DELAY": "5", "RETRY_DELAY_IF_WEBUI_BUSY": "60"}
-# environment variables without the OPENQA_ prefix kept in WorkerConfig.env (§2.4)
-_OTHER_ENV = ("MOJO_CGROUP_FS", "OVS_DBUS_SERVICE_NAME", "VNCPORT_OFFSET")
+# environment variables without the OPENQA_ prefix kept in WorkerConfig.env (§2.4, proxies: issue 12 row 8)
+_OTHER_ENV = ("MOJO_CGROUP_FS", "OVS_DBUS_SERVICE_NAME", "VNCPORT_OFFSET", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+              "http_proxy", "https_proxy", "no_proxy")
 
 
 def slot_numbers(options: CliOptions) -> list[int]:

@@ -50,8 +50,11 @@ STRING_SETTINGS: tuple[Setting, ...] = (
     Setting("OPENQA_BASEDIR", "base of the pool and share directories", where="env", shown_default="/var/lib"),
     Setting("OPENQA_API_KEY", "API key (client.conf fills in; `--apikey` wins)", where="env"),
     Setting("OPENQA_API_SECRET", "API secret (client.conf fills in; `--apisecret` wins)", where="env"),
-    Setting("OVS_DBUS_SERVICE_NAME", "D-Bus service a `tap` slot needs", where="env",
-            default="org.opensuse.os_autoinst.switch", status=ISSUE_12),
+    Setting("HTTP_PROXY", "proxy for `http://` web UIs and assets (also `http_proxy`); loopback is never "
+            "proxied", where="env", status=ISSUE_12),
+    Setting("HTTPS_PROXY", "proxy for `https://` web UIs and assets (also `https_proxy`)", where="env",
+            status=ISSUE_12),
+    Setting("NO_PROXY", "hosts never proxied, comma separated (also `no_proxy`)", where="env", status=ISSUE_12),
     Setting("QAWORKER_SYSTEM_CONFIG_DIRS", "colon-separated replacement of `/etc/openqa:/usr/etc/openqa`",
             where="env"),
 )

@@ -63,6 +63,10 @@ class SlotTuning:
         10.0, "OPENQA_WORKER_EPHEMERAL_RECHECK_INTERVAL", "positive",
         "seconds between re-checks of a passing problem (e.g. a job-start lock held by others)",
         where="env", status=ISSUE_12)
+    ovs_dbus_service_name: str = tunable(
+        "org.opensuse.os_autoinst.switch", "OVS_DBUS_SERVICE_NAME", "text",
+        "D-Bus service a slot whose `WORKER_CLASS` has `tap` needs on the system bus", where="env",
+        status=ISSUE_12)
     retries: int = tunable(
         60, "RETRIES", "count", "attempts per REST call to the web UI", env="OPENQA_WORKER_CONNECT_RETRIES")
     retry_delay: float = tunable(
@@ -125,6 +129,10 @@ class WorkerTuning:
                                  where="env", status=ISSUE_12)
     rsync_retry_period: float = tunable(
         3.0, "OPENQA_RSYNC_RETRY_PERIOD", "number", "seconds between two rsync attempts", where="env",
+        status=ISSUE_12)
+    metrics_download_size: int = tunable(
+        262_144_000, "OPENQA_METRICS_DOWNLOAD_SIZE", "count",
+        "bytes of a download that count for the download rate in `/influxdb/minion`", where="env",
         status=ISSUE_12)
     cache_test_sync_attempts: int = tunable(
         3, "OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS", "count", "attempts to sync a job's tests into the cache",

@@ -83,6 +83,13 @@ def test_warnings_one_line_each_with_file_section_and_key(sandbox, tmp_path, cap
     assert "QEMURAM" in out and "= 2048" in out  # still shown (and passed on), just flagged
 
 
+def test_credentials_in_proxy_urls_are_masked(sandbox):
+    env = {**sandbox, "HTTPS_PROXY": "http://alice:s3cret@proxy.example:3128", "no_proxy": "localhost"}
+    out = format_masked(masked(load(env)))
+    assert "s3cret" not in out and "alice" not in out
+    assert "env HTTPS_PROXY=http://****@proxy.example:3128" in out and "env no_proxy=localhost" in out
+
+
 def test_known_configs_have_no_warnings(sandbox):
     assert load(sandbox, config_dir=DATA / "realstack").warnings == []
     assert load(sandbox, config_dir=DATA / "2023").warnings == []

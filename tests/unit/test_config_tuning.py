@@ -81,6 +81,8 @@ def test_environment_only_values_and_their_errors(sandbox, setting):
     assert _tuning(config, setting) == expected
     origins = {**config.tuning_origins, **config.slots[0].tuning_origins}
     assert origins[setting.name] == f"environment {setting.name}"
+    if setting.kind not in BAD:
+        return  # any text is a valid value
     bad, reason = BAD[setting.kind]
     with pytest.raises(ConfigError, match=f"^environment {setting.name}: {reason}.*, got '{bad}'$"):
         load({**sandbox, setting.name: bad})
