@@ -39,11 +39,16 @@ def parse_number(text: str, *, integer: bool = False, minimum: float = 0, above:
 
 
 def parse_bool(text: str) -> bool:
+    """1/0, yes/no, true/false, on/off; any other whole number counts by being non-zero (as in Perl,
+    so a config the Perl worker takes still loads). Other words are an error - Perl would take
+    "no" as true, which nobody means."""
     value = text.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
+    if _INTEGER_RE.fullmatch(value):
+        return int(value) != 0
     raise ValueError("expected a boolean (1/0, yes/no, true/false, on/off)")
 
 

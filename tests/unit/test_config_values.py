@@ -36,7 +36,7 @@ def test_rejected_with_the_reason(text, kwargs, reason):
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("1", True), ("yes", True), ("TRUE", True), (" on ", True), ("0", False), ("no", False), ("False", False),
-    ("off", False),
+    ("off", False), ("2", True), ("-1", True), ("00", False),
 ])
 def test_booleans(text, expected):
     assert parse_bool(text) is expected
