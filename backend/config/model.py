@@ -67,6 +67,17 @@ class SlotConfig:
         self._derived_tuning = self.tuning is None
         if self.tuning is None:
             self.tuning, self.tuning_origins = resolve(SlotTuning, self.settings, self.origins, strict=False)
+            self._derive_host_retries()
+
+    def _derive_host_retries(self) -> None:
+        """Hosts built in code (tests, the demo) get the retry policy load_config would compute."""
+        assert self.tuning is not None
+        for host in self.hosts:
+            if host.origins:
+                continue  # computed at load
+            own, _ = resolve(SlotTuning, {**self.settings, **host.settings}, strict=False, quiet=True)
+            host.retries, host.retry_delay = self.tuning.retries, own.retry_delay
+            host.retry_delay_if_webui_busy = own.retry_delay_if_webui_busy
 
     def get(self, key: str, default: str | None = None) -> str | None:
         value = self.settings.get(key)
@@ -112,6 +123,7 @@ class WorkerConfig:
             if getattr(slot, "_derived_tuning", False) and self.env:
                 slot.tuning, slot.tuning_origins = resolve(SlotTuning, slot.settings, slot.origins, self.env,
                                                            strict=False)
+                slot._derive_host_retries()
         if self.tuning is None:
             first = self.slots[0] if self.slots else None
             tuning, self.tuning_origins = resolve(WorkerTuning, first.settings if first else {},
