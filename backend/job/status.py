@@ -23,18 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from backend.events import DeveloperSession, EventBus, JobProgress, LiveViewers, LogLines, ModuleStatus
-from backend.job.imageopt import OPTIMIZE_ATTEMPTS, ImagePool, OptimizeError, available_cores
+from backend.job.finaluploads import upload_final_files
+from backend.job.imageopt import ImagePool
 from backend.job.imageopt import make_image_pool as make_image_pool
 from backend.job.results import ReadResult, ResultsReader, attach_md5
+from backend.job.shots import ScreenshotPrep
 from backend.job.shotwatch import ScreenshotWatcher
 from backend.job.upload import (
     ArtefactUploader,
     ProgressTracker,
     UploadFailed,
     UploadSettings,
-    final_log_files,
-    log_upload_name,
-    redact_vars,
 )
 from backend.livehandler import LiveLog, LogTail, ProgressInfo, UploadProgressPoster
 from backend.webui.client import ApiClient, ApiError
@@ -44,8 +43,6 @@ log = logging.getLogger(__name__)
 STATUS_INTERVAL = 10.0
 LIVE_STATUS_INTERVAL = 1.0
 MIN_ROUND_SPACING = 0.3
-NO_UPLOAD_REASONS = ("quit", "abort", "api-failure")
-ASSET_REASONS = ("done", "cancel")
 
 
 @dataclass
@@ -66,14 +63,6 @@ class ReporterContext:
 
 
 @dataclass
-class _Shot:
-    """One screenshot's preparation: md5 of the original file, then (optionally) optimisation."""
-
-    hashed: asyncio.Future[str | None]  # the md5, None when the file could not be read
-    task: asyncio.Task[None]  # done = hashed and optimised (its thumbnail too, if it existed then)
-
-
-@dataclass
 class _Snapshot:
     read: ReadResult
     live: dict[str, Any] | None
@@ -87,19 +76,16 @@ class JobReporter:
         self.ctx = ctx
         self.interval = STATUS_INTERVAL
         self.live_interval = LIVE_STATUS_INTERVAL
-        self.optimize_pause = 1.0  # between optimisation attempts (NEW: 5 attempts, 1 s apart)
         self.upload_error: str | None = None
         self.reader = ResultsReader(ctx.pool_dir)
         self._live = LiveLog(ctx.pool_dir)
         self._tail = LogTail(ctx.pool_dir / "autoinst-log.txt")
         self.tracker = ProgressTracker(ctx.bus, ctx.instance, ctx.job_id)
         self._progress = UploadProgressPoster(ctx.client, ctx.livehandler_base, ctx.job_id)
-        self._shots: dict[str, _Shot] = {}  # screenshot name -> its preparation
         self._images: dict[str, str] = {}  # md5 -> screenshot name, still to send
         self._files: set[str] = set()  # text/audio files still to send
         self._known_images: set[str] = set()  # md5s the web UI has (or we sent)
         self._sent_files: set[str] = set()
-        self._optimizing: dict[Path, asyncio.Task[None]] = {}  # each file optimised once
         self._failed: dict[str, str] = {}  # file name -> last upload error
         self._viewers = 0
         self._developer = False
@@ -109,8 +95,8 @@ class JobReporter:
         self._broken = False
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        # Few optimisations in flight per job, so slots sharing the pool interleave fairly.
-        self._optimize_gate = asyncio.Semaphore(max(2, available_cores()))
+        self.shots = ScreenshotPrep(ctx.job_id, self.reader, ctx.image_pool, self.tracker,
+                                    lambda: UploadSettings.from_settings(self.ctx.settings), self._optimize_failed)
         self._task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.shot_watcher = ScreenshotWatcher(ctx.pool_dir, self._screenshot_written)
@@ -165,10 +151,7 @@ class JobReporter:
     async def aclose(self) -> None:
         """End everything this reporter started (call once the job is over; idempotent)."""
         await self.stop_periodic()
-        pending = [s.task for s in self._shots.values()] + list(self._optimizing.values())
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self.shots.aclose()
 
     async def _stop_watching(self) -> None:
         task, self._watch_task = self._watch_task, None
@@ -243,7 +226,7 @@ class JobReporter:
             if not stopping:
                 self.ctx.request_stop("no tests scheduled", "")
             return
-        md5s = await self._hash(read.screenshots)
+        md5s = await self.shots.md5s(read.screenshots)
         attach_md5(read.results, md5s)
         reply = await self._post_status(self._status_body(read, snap.live), stopping)
         if reply is None or not reply.get("result"):
@@ -297,53 +280,19 @@ class JobReporter:
             self._files.discard(name)
             self._failed.pop(name, None)
 
-    async def _hash(self, names: list[str]) -> dict[str, str]:
-        """md5 of every named screenshot (computed once per file, before it is optimised)."""
-        shots = {n: self._shot(n) for n in dict.fromkeys(names)}
-        out: dict[str, str] = {}
-        for name, shot in shots.items():
-            md5 = await asyncio.shield(shot.hashed)
-            if md5 is None:
-                self._shots.pop(name, None)  # try again next round
-                continue
-            out[name] = md5
-        return out
+    # -- screenshots ----------------------------------------------------------------------------------
+    @property
+    def optimize_pause(self) -> float | None:
+        """Seconds between optimisation attempts (None: OPENQA_WORKER_OPTIMIZE_RETRY_DELAY); tests shorten it."""
+        return self.shots.retry_pause
 
-    # -- screenshot preparation ----------------------------------------------------------------------------
+    @optimize_pause.setter
+    def optimize_pause(self, value: float | None) -> None:
+        self.shots.retry_pause = value
+
     def _screenshot_written(self, name: str) -> None:
         if not self._periodic_stop:
-            self._shot(name)
-
-    def _shot(self, name: str) -> _Shot:
-        shot = self._shots.get(name)
-        if shot is None:
-            loop = asyncio.get_running_loop()
-            hashed: asyncio.Future[str | None] = loop.create_future()
-            task = loop.create_task(self._prepare(name, hashed), name=f"shot-{self.ctx.job_id}-{name}")
-            shot = self._shots[name] = _Shot(hashed, task)
-        return shot
-
-    async def _prepare(self, name: str, hashed: asyncio.Future[str | None]) -> None:
-        path = self.reader.screenshot_path(name)
-        try:
-            try:
-                md5 = await self.ctx.image_pool.md5(path)
-            except OSError as exc:
-                log.warning("[job %d] Screenshot %s cannot be read: %s", self.ctx.job_id, name,
-                            exc.strerror or exc)
-                hashed.set_result(None)
-                return
-            hashed.set_result(md5)
-        finally:
-            if not hashed.done():  # cancelled: nobody waits for an md5 forever
-                hashed.set_result(None)
-        settings = UploadSettings.from_settings(self.ctx.settings)
-        if not settings.optimize:
-            return
-        await self._optimize(path, settings)
-        thumb = self.reader.thumbnail_path(name)
-        if await asyncio.to_thread(thumb.is_file):
-            await self._optimize(thumb, settings)
+            self.shots.start(name)
 
     # -- image and file uploads ---------------------------------------------------------------------
     async def _upload_round(self, read: ReadResult) -> None:
@@ -373,10 +322,7 @@ class JobReporter:
                           md5: str, name: str) -> None:
         path = self.reader.screenshot_path(name)
         thumb = self.reader.thumbnail_path(name)
-        await asyncio.shield(self._shot(name).task)  # hashed and optimised, mostly long ago
-        has_thumb = await asyncio.to_thread(thumb.is_file)
-        if settings.optimize and has_thumb:
-            await self._optimize(thumb, settings)  # written after its screenshot was prepared
+        has_thumb = await self.shots.ready(name, settings)  # hashed and optimised, mostly long ago
         async with gate:
             try:
                 await uploader.upload(path, name, {"image": "1", "thumb": "0", "md5": md5})
@@ -413,27 +359,6 @@ class JobReporter:
         self._failed[name] = error
         self.tracker.error(error)
 
-    async def _optimize(self, path: Path, settings: UploadSettings) -> None:
-        """Optimise once per file (concurrent callers share the work); a failure marks the worker broken
-        (NEW) and the original file is uploaded."""
-        task = self._optimizing.get(path)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._run_optimizer(path, settings),
-                                                          name=f"optimize-{self.ctx.job_id}-{path.name}")
-            self._optimizing[path] = task
-        await asyncio.shield(task)
-
-    async def _run_optimizer(self, path: Path, settings: UploadSettings) -> None:
-        self.tracker.optipng_queue += 1
-        self.tracker.publish()
-        try:
-            async with self._optimize_gate:
-                await self.ctx.image_pool.optimize(path, settings.optimizer, OPTIMIZE_ATTEMPTS, self.optimize_pause)
-        except (OptimizeError, OSError) as exc:
-            self._optimize_failed(str(exc))
-        finally:
-            self.tracker.optipng_queue -= 1
-
     def _optimize_failed(self, error: str) -> None:
         log.error("[job %d] %s", self.ctx.job_id, error)
         if not self._broken and not self._stopping:
@@ -454,62 +379,5 @@ class JobReporter:
     # -- the end of the job (§14.2 step 6) -----------------------------------------------------------
     async def final_uploads(self, reason: str) -> str | None:
         """Upload ulogs, assets (done/cancel only) and logs. Returns None or "api failure: <error>"."""
-        if reason in NO_UPLOAD_REASONS:
-            return None
-        settings = UploadSettings.from_settings(self.ctx.settings)
-        uploader = ArtefactUploader(self.ctx.client, self.ctx.job_id, settings, self.tracker)
-        errors = [await self._upload_ulogs(uploader)]
-        if reason in ASSET_REASONS:
-            errors.append(await self._upload_assets(uploader))
-        errors.append(await self._upload_logs(uploader))
-        self.tracker.publish(force=True)
-        error = next((e for e in errors if e), None)
-        if error:
-            self.tracker.error(error)
-            return f"api failure: {error}"
-        return None
-
-    async def _upload_ulogs(self, uploader: ArtefactUploader) -> str | None:
-        ulogs = await asyncio.to_thread(_regular_files, self.ctx.pool_dir / "ulogs")
-        self.tracker.add(len(ulogs), 0)
-        for path in ulogs:
-            try:
-                await uploader.upload(path, path.name, {"ulog": "1"})
-            except UploadFailed as exc:
-                return str(exc)
-        return None
-
-    async def _upload_assets(self, uploader: ArtefactUploader) -> str | None:
-        for scope, folder in (("private", "assets_private"), ("public", "assets_public")):
-            assets = await asyncio.to_thread(_regular_files, self.ctx.pool_dir / folder)
-            self.tracker.add(len(assets), 0)
-            for path in assets:
-                try:
-                    await uploader.upload_asset(path, scope)
-                except (UploadFailed, OSError) as exc:
-                    return str(exc)
-        return None
-
-    async def _upload_logs(self, uploader: ArtefactUploader) -> str | None:
-        paths = await asyncio.to_thread(final_log_files, self.ctx.pool_dir)
-        self.tracker.add(len(paths), 0)
-        for path in paths:
-            if path.name == "vars.json":
-                try:
-                    await asyncio.to_thread(redact_vars, path, self.ctx.settings.get("_HIDE_SECRETS_REGEX"))
-                except Exception as exc:  # never upload secrets: skip the file instead
-                    log.warning("[job %d] Not uploading vars.json, redaction failed: %s", self.ctx.job_id,
-                                exc)
-                    continue
-            try:
-                await uploader.upload(path, log_upload_name(path.name), {})
-            except UploadFailed as exc:
-                return str(exc)
-        return None
-
-
-def _regular_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.is_file())
-    except OSError:
-        return []
+        return await upload_final_files(self.ctx.client, self.ctx.job_id, self.ctx.pool_dir, self.ctx.settings,
+                                        self.tracker, reason)
