@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +25,7 @@ from backend.engine.isotovideo import IsotovideoProcess, build_command
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
+from backend.job.imageopt import ImagePool
 from backend.job.joblog import JobLog
 from backend.job.setup import (
     SetupError,
@@ -67,7 +67,7 @@ class JobContext:
     prjdir: Path
     isotovideo: str
     worker_hostname: str
-    image_pool: Executor
+    image_pool: ImagePool
     assets: AssetProvider | None = None
     tests: TestsProvider | None = None  # synced tests from TESTPOOLSERVER (through the cache)
     stop_grace: float = 30.0
@@ -262,6 +262,7 @@ class Job:
         finally:
             if self.ctx.on_reported is not None:
                 self.ctx.on_reported(self)
+            await self.reporter.aclose()  # its screenshot watcher and any preparation still running
             await self.log.close()
         self._set_state(JobState.STOPPED)
         final = result or decision.result or "none"
