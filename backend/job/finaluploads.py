@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 async def upload_final_files(client: ApiClient, job_id: int, pool_dir: Path, settings: Mapping[str, str],
-                             tracker: ProgressTracker, reason: str) -> str | None:
+                             tracker: ProgressTracker, reason: str,
+                             upload_settings: UploadSettings | None = None) -> str | None:
     """Returns None, or "api failure: <error>" for the first upload that failed for good."""
     if reason in oc.SKIP_UPLOADS:
         return None
-    uploader = ArtefactUploader(client, job_id, UploadSettings.from_settings(settings), tracker)
+    uploader = ArtefactUploader(client, job_id, upload_settings or UploadSettings.from_settings(settings), tracker)
     errors = [await _upload_ulogs(uploader, pool_dir, tracker)]
     if reason in oc.UPLOAD_ASSETS:
         errors.append(await _upload_assets(uploader, pool_dir, tracker))

@@ -106,7 +106,7 @@ class Job:
             client=ctx.client, job_id=self.id, worker_id=ctx.worker_id, instance=ctx.slot.instance,
             pool_dir=self.pool_dir, settings=dict(self.settings), cmd_srv_url=self.cmd_srv_url,
             worker_hostname=ctx.worker_hostname, livehandler_base=ctx.livehandler_base, bus=ctx.bus,
-            image_pool=ctx.image_pool, request_stop=self.request_stop))
+            image_pool=ctx.image_pool, request_stop=self.request_stop, tuning=ctx.slot.tuning))
         self._started_at = time.monotonic()
         self._upload_task: asyncio.Task | None = None
         self._quit_during_upload = False

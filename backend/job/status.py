@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.config import SlotTuning
 from backend.events import DeveloperSession, EventBus, JobProgress, LiveViewers, LogLines, ModuleStatus
 from backend.job.finaluploads import upload_final_files
 from backend.job.imageopt import ImagePool
@@ -60,6 +61,12 @@ class ReporterContext:
     image_pool: ImagePool
     request_stop: Callable[[str, str], None]
     upload_concurrency: int = 4
+    tuning: SlotTuning | None = None  # the slot's typed settings (env-only ones included)
+
+    def upload_settings(self) -> UploadSettings:
+        if self.tuning is not None:
+            return UploadSettings.from_tuning(self.tuning, self.settings)
+        return UploadSettings.from_settings(self.settings)
 
 
 @dataclass
@@ -96,7 +103,7 @@ class JobReporter:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.shots = ScreenshotPrep(ctx.job_id, self.reader, ctx.image_pool, self.tracker,
-                                    lambda: UploadSettings.from_settings(self.ctx.settings), self._optimize_failed)
+                                    self.ctx.upload_settings, self._optimize_failed)
         self._task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.shot_watcher = ScreenshotWatcher(ctx.pool_dir, self._screenshot_written)
@@ -301,7 +308,7 @@ class JobReporter:
             await self._progress.post(ProgressInfo(read.upload_up_to, read.upload_up_to_current_module,
                                                    len(files), len(images)))
         if images or files:
-            settings = UploadSettings.from_settings(self.ctx.settings)
+            settings = self.ctx.upload_settings()
             uploader = ArtefactUploader(self.ctx.client, self.ctx.job_id, settings, self.tracker)
             self.tracker.add(len(images) + len(files), 0)
             gate = asyncio.Semaphore(max(1, self.ctx.upload_concurrency))
@@ -380,4 +387,4 @@ class JobReporter:
     async def final_uploads(self, reason: str) -> str | None:
         """Upload ulogs, assets (done/cancel only) and logs. Returns None or "api failure: <error>"."""
         return await upload_final_files(self.ctx.client, self.ctx.job_id, self.ctx.pool_dir, self.ctx.settings,
-                                        self.tracker, reason)
+                                        self.tracker, reason, self.ctx.upload_settings())
