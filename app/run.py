@@ -93,11 +93,14 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
         server = await serve_metrics(metrics, metrics_address, metrics_port)
         background.append(asyncio.create_task(loop_lag_probe(metrics)))
     background += [asyncio.create_task(t) for t in extra_tasks]
+    from backend.control.services import start_services  # history, test screens, control socket (attach)
+
+    services = await start_services(worker)
     install_signal_handlers(worker, on_hangup)
     worker_task = asyncio.create_task(worker.run(), name="worker")
     try:
         if ui:
-            await _run_tui_with_fallback(worker, log_format, on_hangup)
+            await _run_tui_with_fallback(worker, log_format, on_hangup, services.runtime)
         else:
             from app.headless import run_headless
 
@@ -107,18 +110,19 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await services.close()
         if server is not None:
             await server.close()
 
 
-async def _run_tui_with_fallback(worker: Worker, log_format: str, on_hangup: Callable[[], None] | None = None
-                                 ) -> None:
+async def _run_tui_with_fallback(worker: Worker, log_format: str, on_hangup: Callable[[], None] | None = None,
+                                 runtime: object = None) -> None:
     from app.headless import run_headless
 
     try:
         from app.tui import RC_TERMINAL_LOST, QaworkerApp
 
-        app = QaworkerApp(worker)
+        app = QaworkerApp(runtime or worker)  # type: ignore[arg-type]
         await app.run_async()
         install_signal_handlers(worker, on_hangup)  # the app resets the signal handlers when it exits
         if worker._stopped.is_set():
@@ -126,7 +130,7 @@ async def _run_tui_with_fallback(worker: Worker, log_format: str, on_hangup: Cal
         if app.return_code == RC_TERMINAL_LOST and on_hangup is not None:
             on_hangup()
         elif app.return_code == RC_TERMINAL_LOST:
-            log.error("the dashboard lost its terminal; continuing headless")
+            log.error("the dashboard lost its terminal; continuing headless (qaworker attach brings it back)")
         elif not worker.stopping:
             worker.quit()  # the user quit the dashboard: quit the worker
     except Exception:
