@@ -4,6 +4,7 @@
     qaworker check-config [options]   print the effective settings per slot, secrets masked
     qaworker demo [--no-ui] [--slots N] [--duration S]
     qaworker mockweb --port N [--data-dir D]
+    qaworker attach [--socket PATH] [--read-only] [--list]   the dashboard of a running worker
 
 A configuration error is one line ``qaworker: <message>`` on stderr and exit code 2.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from backend.config import CliOptions, ConfigError, WorkerConfig, format_masked, load_config, masked
 
 PROG = "qaworker"
-COMMANDS = ("run", "check-config", "demo", "mockweb")
+COMMANDS = ("run", "check-config", "demo", "mockweb", "attach")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="An openQA worker on asyncio with a live dashboard.",
-        epilog="other commands: check-config, demo, mockweb (see 'qaworker COMMAND --help')")
+        epilog="other commands: check-config, demo, mockweb, attach (see 'qaworker COMMAND --help')")
     _add_config_options(parser)
     parser.add_argument("--no-ui", action="store_true", help="headless: log lines instead of the dashboard")
     return parser
@@ -125,7 +126,14 @@ def cmd_mockweb(argv: list[str]) -> int:
     return 0
 
 
-HANDLERS = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo, "mockweb": cmd_mockweb}
+def cmd_attach(argv: list[str]) -> int:
+    from app.attach import main as attach_main
+
+    return attach_main(argv)
+
+
+HANDLERS = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo, "mockweb": cmd_mockweb,
+            "attach": cmd_attach}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,9 @@ class ControlConnection:
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False, client: str = f"qaworker attach {__version__}",
-                   protocol: int = proto.PROTOCOL, timeout: float = CONNECT_TIMEOUT) -> ControlConnection:
+                   protocol: int = proto.PROTOCOL, timeout: float = CONNECT_TIMEOUT,
+                   probe: bool = False) -> ControlConnection:
+        """Connect and exchange hellos; ``probe`` only reads the worker's hello (it logs nothing for that)."""
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=proto.MAX_LINE),
                                                     timeout)
@@ -68,6 +70,8 @@ class ControlConnection:
                 raise AttachError(f"{path}: not a qaworker control socket")
             if first.get("protocol") != protocol:
                 raise AttachError(proto.mismatch(protocol, first.get("protocol"), side="client"))
+            if probe:
+                return cls(reader, writer, first)
             writer.write(proto.dumps({"type": "hello", "protocol": protocol, "client": client,
                                       "read_only": read_only}))
             await writer.drain()
@@ -373,6 +377,9 @@ class RemoteRuntime:
                 key = (event.instance, event.job_id)
                 self._log_totals[key] = self._log_totals.get(key, 0) + len(event.lines)
             self.bus.publish(event)
+            if isinstance(event, ev.WorkerStopped) and self._quit_sent:
+                self._set_link("lost", "the worker stopped")
+                self._finish(event.exit_code)  # we asked it to: the dashboard is done too
         elif kind == "snapshot":
             self._apply_snapshot(message)
         elif kind == "history":

@@ -285,7 +285,8 @@ class ControlServer:
                 self._reply(client, None, error="line too long")
                 return
             if not line:
-                log.info("control: %s went away", client.describe())
+                if not client.finish:
+                    log.info("control: %s went away", client.describe())
                 return
             try:
                 message = proto.loads(line)
