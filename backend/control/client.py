@@ -211,9 +211,10 @@ class RemoteRuntime:
         if self._steer("quit"):
             self._quit_sent = True
 
-    def abort_job(self, instance: int) -> bool:
+    def abort_job(self, instance: int, job_id: int | None = None) -> bool:
+        """Abort the slot's job — only ``job_id`` when given (the one a dialog asked about)."""
         slot = self.view.slots.get(instance)
-        if slot is None or slot.job is None:
+        if slot is None or slot.job is None or (job_id is not None and slot.job.job_id != job_id):
             return False
         return self._steer("abort", instance=instance, job_id=slot.job.job_id)
 

@@ -450,7 +450,7 @@ class ControlServer:
         if wanted is not None and wanted != running:
             raise _CommandError(f"job {wanted} no longer runs on slot {instance} (now: job {running}); nothing aborted")
         log.info("control: abort of job %d on slot %d requested by %s", running, instance, client.describe())
-        if not self.runtime.abort_job(instance):
+        if not self.runtime.abort_job(instance, running):  # type: ignore[call-arg] - Worker.abort_job(i, job_id)
             raise _CommandError(f"slot {instance} has no job to abort")
         return running
 

@@ -42,8 +42,8 @@ class LocalRuntime:
     def quit(self) -> None:
         self.worker.quit()
 
-    def abort_job(self, instance: int) -> bool:
-        return self.worker.abort_job(instance)
+    def abort_job(self, instance: int, job_id: int | None = None) -> bool:
+        return self.worker.abort_job(instance, job_id)
 
     async def wait_stopped(self) -> int:
         return await self.worker.wait_stopped()

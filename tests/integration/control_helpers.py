@@ -23,8 +23,8 @@ class BusRuntime:
     def quit(self) -> None:
         self.commands.append("quit")
 
-    def abort_job(self, instance: int) -> bool:
-        self.commands.append(f"abort {instance}")
+    def abort_job(self, instance: int, job_id: int | None = None) -> bool:
+        self.commands.append(f"abort {instance} {job_id}")
         return True
 
     async def wait_stopped(self) -> int:
