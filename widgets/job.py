@@ -20,6 +20,7 @@ from widgets.format import (
     tidy,
     truncate,
 )
+from widgets.history import SlotHistory
 from widgets.logtail import LogBuffers, LogTail
 
 
@@ -147,8 +148,9 @@ class SlotDetail(Vertical):
         with Horizontal(classes="detail-body"):
             yield ModuleList(classes="modules")
             yield LogTail(classes="logtail")
+        yield SlotHistory(classes="slot-history")  # instead of the two boxes while no job runs
 
-    def show(self, slot: SlotView | None, now: float, logs: LogBuffers) -> None:
+    def show(self, slot: SlotView | None, now: float, logs: LogBuffers, history: list | None = None) -> None:
         summary = self.query_one(JobSummary)
         if slot is None:
             summary.update(Text("no slot selected", style="dim"))
@@ -158,3 +160,6 @@ class SlotDetail(Vertical):
         self.query_one(ModuleList).show(slot.job, categories=self.has_class("full"))
         self.query_one(LogTail).sync(slot.instance, slot.job, logs)
         self.set_class(slot.job is not None and slot.job.developer_session, "developer")
+        self.set_class(slot.job is None, "idle")
+        if slot.job is None:
+            self.query_one(SlotHistory).show(history or [], slot.instance, now)
