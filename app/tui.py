@@ -125,7 +125,7 @@ class DashboardScreen(ViewScreen):
         self.query_one(StopBanner).show(view)
         self.query_one(SlotTable).show(view, now, narrow)
         slot = view.slots.get(selected) if selected is not None else None
-        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app))
+        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app))
         self.query_one(CachePanel).show(view.cache, 1 if narrow else 3, 30 if narrow else 50)
 
 
@@ -143,7 +143,8 @@ class DetailScreen(ViewScreen):
         yield Footer()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app))
+        self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app),
+                                        screens_of(self.app))
 
 
 class CacheScreen(ViewScreen):
@@ -164,6 +165,11 @@ def history_of(app: App) -> list:
     """The runtime's job history (newest last); empty for a runtime without one."""
     history = getattr(getattr(app, "runtime", None), "history", None)
     return history.entries() if history is not None else []
+
+
+def screens_of(app: App) -> object:
+    """Where the test screens come from (backend/screen.py, or over the control socket); None without."""
+    return getattr(getattr(app, "runtime", None), "screens", None)
 
 
 # (palette title, action, help)

@@ -93,11 +93,13 @@ class ScreenWatcher:
 
     def want(self, owner: object, instances: Iterable[int]) -> None:
         wanted = frozenset(instances)
+        before = self.wanted
         if wanted:
             self._wants[owner] = wanted
         else:
             self._wants.pop(owner, None)
-        self._wanted_changed.set()
+        if self.wanted != before:  # a panel re-asks on every render: only news wake the watcher
+            self._wanted_changed.set()
 
     @property
     def wanted(self) -> set[int]:

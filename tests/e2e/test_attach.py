@@ -23,6 +23,7 @@ from backend.control.services import Services, start_services
 from backend.worker import Worker
 from tests.integration.harness import job_settings, make_config, mock_web, wait_registered
 from widgets.attachbar import AttachBar
+from widgets.screen import ScreenPanel
 from widgets.slots import SlotTable
 
 pytestmark = pytest.mark.timeout(90)
@@ -94,9 +95,13 @@ async def test_the_attached_dashboard_follows_a_job_and_detaching_leaves_the_wor
                 await until(pilot, lambda: "attached to qaworker pid" in bar(app), 10, "attached bar")
                 await until(pilot, lambda: cell(app, instance, "state") == "idle", 10, "the slot, idle")
                 job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login,console,shutdown",
-                                                       SIM_MODULE_SECONDS="0.8", TEST="attached-job"))
+                                                       SIM_MODULE_SECONDS="1.5", TEST="attached-job"))
                 await until(pilot, lambda: cell(app, instance, "state") == "running", 15, "running")
                 assert f"#{job_id}" in cell(app, instance, "job")
+                panel = app.screen.query_one(ScreenPanel)
+                await until(pilot, lambda: ".png" in str(panel.query_one("#screen-caption").render()), 15,
+                            "the test's screen, sent over the socket")
+                assert panel.query_one(".screen-image").image is not None
                 await pilot.press("q")
                 await until(pilot, lambda: not app.is_running, 5, "the dashboard closed")
             assert "detached" in caplog.text

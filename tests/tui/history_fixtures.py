@@ -52,3 +52,28 @@ def history_runtime(*, running: bool = False) -> ScriptedRuntime:
         run_job(rt, 2, 3725102, TW, done=12, softfailed=(3,), started_ago=1500)
     rt.history = FixedHistory(entries(rt.now))  # type: ignore[attr-defined]
     return rt
+
+
+class FixedScreens:
+    """One fixed screenshot per slot: what a ScreenWatcher hands the panel (the watcher has its own tests)."""
+
+    def __init__(self, frames: dict[int, object]) -> None:
+        self.frames = frames
+        self.wants: dict[object, frozenset[int]] = {}
+
+    def want(self, owner: object, instances) -> None:
+        self.wants[owner] = frozenset(instances)
+
+    def latest(self, instance: int):
+        return self.frames.get(instance)
+
+
+def screen_runtime() -> ScriptedRuntime:
+    from backend.engine.png import screenshot_png
+    from backend.screen import ScreenFrame
+
+    rt = history_runtime(running=True)
+    png = screenshot_png(320, 240, 7, level=1)
+    rt.screens = FixedScreens({2: ScreenFrame(2, 3725102, "logs_from_installation_system-3.png",  # type: ignore[attr-defined]
+                                              rt.now - 4, png)})
+    return rt
