@@ -123,7 +123,7 @@ class DashboardScreen(ViewScreen):
         narrow = self.has_class("narrow")
         self.query_one(ConnectionBar).show(view, now)
         self.query_one(StopBanner).show(view)
-        self.query_one(SlotTable).show(view, now, narrow)
+        self.query_one(SlotTable).show(view, now, narrow, history_of(self.app))
         slot = view.slots.get(selected) if selected is not None else None
         self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app))
         self.query_one(CachePanel).show(view.cache, 1 if narrow else 3, 30 if narrow else 50)

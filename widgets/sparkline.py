@@ -62,3 +62,40 @@ class RateSampler:
     @property
     def current(self) -> float:
         return self.rates[-1] if self.rates else 0.0
+
+
+def short_rate(rate: float) -> str:
+    """Bytes/s in at most 7 characters: '950B/s', '12.3K/s', '48.6M/s', '1.2G/s'."""
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if rate >= size:
+            value = rate / size
+            return f"{value:.1f}{unit}/s" if value < 100 else f"{value:.0f}{unit}/s"
+    return f"{rate:.0f}B/s"
+
+
+class SlotSparks:
+    """The slot table's "Recent" cell: upload throughput while a job uploads, else recent job durations."""
+
+    WIDTH = 8
+
+    def __init__(self) -> None:
+        self._uploads: dict[int, RateSampler] = {}
+
+    def cell(self, slot, history: Sequence, now: float) -> Text:
+        job = slot.job
+        up = job.upload if job is not None else None
+        uploading = up is not None and up.bytes_total > 0 and up.bytes_done < up.bytes_total
+        if uploading and job is not None and up is not None:
+            sampler = self._uploads.setdefault(slot.instance, RateSampler())
+            sampler.sample(job.job_id, now, up.bytes_done)
+            if sampler.rates:
+                text = Text(sparkline(sampler.rates, self.WIDTH - 2), style="blue")
+                text.append(f" {short_rate(sampler.current)}", style="dim blue")
+                return text
+        elif slot.instance in self._uploads:
+            del self._uploads[slot.instance]
+        mine = [e for e in history if e.instance == slot.instance][-self.WIDTH:]
+        if not mine:
+            return Text("")
+        text = durations_text([e.duration for e in mine], [e.result for e in mine], self.WIDTH)
+        return text
