@@ -1,7 +1,8 @@
 """The ``qaworker`` command line (PROTOCOL.md §2.5 plus our own sub-commands).
 
     qaworker [run] [options]          run the worker (the options of the Perl worker + ours)
-    qaworker check-config [options]   print the effective settings per slot, secrets masked
+    qaworker check-config [options]   print the effective settings per slot (secrets masked) and where
+                                      each value came from; warn about keys qaworker does not know
     qaworker demo [--no-ui] [--slots N] [--duration S]
     qaworker mockweb --port N [--data-dir D]
     qaworker attach [--socket PATH] [--read-only] [--list]   the dashboard of a running worker
@@ -56,7 +57,8 @@ def run_parser() -> argparse.ArgumentParser:
 def check_config_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} check-config",
-        description="Print the effective settings per slot (secrets masked) and exit; exit 2 on errors.")
+        description="Print the effective settings per slot (secrets masked) with where each value came "
+        "from, warn (stderr) about keys qaworker does not act on, and exit; exit 2 on errors.")
     _add_config_options(parser)
     return parser
 
@@ -98,9 +100,13 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_check_config(argv: list[str]) -> int:
+    """The effective configuration on stdout; one warning line per key qaworker does not act on on
+    stderr (still rc 0: upstream passes such keys into the jobs' settings, so they may be meant)."""
     args = check_config_parser().parse_args(argv)
     config: WorkerConfig = load_config(options_from(args))
     print(format_masked(masked(config)))
+    for warning in config.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -121,13 +121,18 @@ class Worker:
         if self.config.cache_dir is not None:
             from backend.cache import AssetCache
 
-            cache = AssetCache(self.config.cache_dir, limit_bytes=int(self.config.cache_limit_gib * 1024 ** 3),
-                               min_free_percentage=self.config.cache_min_free_percentage, bus=self.bus)
+            tuning = self.config.tuning
+            assert tuning is not None
+            cache = AssetCache(self.config.cache_dir, limit_bytes=int(tuning.cache_limit_gib * 1024 ** 3),
+                               min_free_percentage=tuning.cache_min_free_percentage, bus=self.bus,
+                               rsync_tries=tuning.rsync_retries, rsync_retry_delay=tuning.rsync_retry_period,
+                               rsync_timeout=int(tuning.rsync_timeout))
             await cache.open()
         self.services = SlotServices(
             bus=self.bus, prjdir=self.config.prjdir, isotovideo=self.config.isotovideo,
             no_cleanup=self.config.no_cleanup, env=self.config.env, interface_version=interface_version,
             worker_hostname=hostname, image_pool=make_image_pool(), flags=self.flags, cache=cache,
+            test_sync_attempts=self.config.tuning.cache_test_sync_attempts if self.config.tuning else 3,
             request_observer=self._observer_for, on_incompatible=self.quit, on_all_disabled=self._slot_disabled)
         self.slots = list(await asyncio.gather(*(Slot.create(sc, self.services) for sc in self.config.slots)))
         log.info("qaworker %s: slots %s, web UIs %s, isotovideo %s (interface v%d), WORKER_HOSTNAME %s",

@@ -37,14 +37,20 @@ class CacheAssetProvider:
 class CacheTestsProvider:
     """``TestsProvider``: syncs the tests from TESTPOOLSERVER into the cache before setup."""
 
-    def __init__(self, cache: AssetCache, host: HostConfig) -> None:
+    def __init__(self, cache: AssetCache, host: HostConfig, *, attempts: int = 3) -> None:
         assert host.testpoolserver
         self.cache = cache
         self.host = host
         self.testpoolserver = host.testpoolserver
+        self.attempts = max(1, attempts)  # whole syncs, each with rsync's own retries
 
     async def provide(self, settings: Mapping[str, str]) -> Path | None:
-        try:
-            return await self.cache.sync_tests(self.host.cache_host, self.testpoolserver)
-        except CacheError as exc:
-            raise ProvisionError(exc.category, exc.message) from exc
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.cache.sync_tests(self.host.cache_host, self.testpoolserver)
+            except CacheError as exc:
+                if attempt == self.attempts:
+                    raise ProvisionError(exc.category, exc.message) from exc
+                log.warning("test sync from %s failed (attempt %d of %d): %s", self.testpoolserver, attempt,
+                            self.attempts, exc.message)
+        return None

@@ -95,7 +95,7 @@ def _prepare(inp: SetupInput) -> _Prepared:
     share_dir = inp.host.share_dir if inp.host.share_dir.is_absolute() else Path.cwd() / inp.host.share_dir
     env["OPENQA_SHAREDIR"] = str(share_dir)
     # 7. ports, job.json
-    qemuport, vnc = ports_for(inp.slot.instance)
+    qemuport, vnc = ports_for(inp.slot.instance, inp.slot.tuning.vncport_offset)
     env.update(QEMUPORT=str(qemuport), VNC=str(vnc), TMPDIR=str(pool / "tmp"))
     for key in ("QEMUPORT", "VNC", "OPENQA_HOSTNAME"):
         settings[key] = env[key]

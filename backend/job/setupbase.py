@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.config import HostConfig, SlotConfig
+from backend.config import HostConfig, SlotConfig, number_or
 from backend.ports import AssetProvider, ProvisionError
 
 log = logging.getLogger(__name__)
@@ -68,22 +66,15 @@ class SetupResult:
     job: dict = field(default_factory=dict)  # the job object as written to job.json (+ "URL")
 
 
-def ports_for(instance: int) -> tuple[int, int]:
-    """(QEMUPORT, VNC display) of a slot (§1.2); VNCPORT_OFFSET overrides the display offset 90."""
-    try:
-        offset = int(os.environ.get("VNCPORT_OFFSET", "90"))
-    except ValueError:
-        offset = 90
-    return 20002 + 10 * instance, offset + instance
+def ports_for(instance: int, vnc_offset: int = 90) -> tuple[int, int]:
+    """(QEMUPORT, VNC display) of a slot (§1.2); ``vnc_offset`` is the slot's ``tuning.vncport_offset``
+    (VNCPORT_OFFSET, read once by the config)."""
+    return 20002 + 10 * instance, vnc_offset + instance
 
 
 def _number(value: object) -> float | None:
     """A finite positive number or None (Perl's looks_like_number, minus the odd cases)."""
-    try:
-        number = float(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) and number > 0 else None
+    return number_or(value, None, above=True)
 
 
 def job_timeouts(settings: dict) -> tuple[float, float]:

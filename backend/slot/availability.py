@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from backend.config import SlotConfig
 from backend.health import Availability, check_availability
@@ -21,7 +20,6 @@ from backend.slot.services import SlotServices
 log = logging.getLogger(__name__)
 
 BROKEN_RECHECK_INTERVAL = 10.0  # while broken: recover quickly
-DEFAULT_HEALTH_INTERVAL = 10.0  # while available and idle (QAWORKER_HEALTH_INTERVAL)
 
 
 class AvailabilityMonitor:
@@ -57,7 +55,7 @@ class AvailabilityMonitor:
     async def run(self, is_busy: Callable[[], bool]) -> None:
         """Re-check while the slot is idle, until cancelled."""
         while True:
-            healthy = self.config.get_float("QAWORKER_HEALTH_INTERVAL", DEFAULT_HEALTH_INTERVAL)
+            healthy = self.config.tuning.health_interval
             await asyncio.sleep(BROKEN_RECHECK_INTERVAL if self.current.reason else healthy)
             if not is_busy():
                 await self.check()
@@ -65,11 +63,9 @@ class AvailabilityMonitor:
     async def _run_checks(self) -> Availability:
         services = self.services
         extra = [services.cache.health] if services.cache is not None else []
-        loadavg = Path(self.config.settings.get("QAWORKER_LOADAVG_FILE") or "/proc/loadavg")
         try:
             return await check_availability(self.config, self.pool, worker_hostname=services.worker_hostname,
-                                            no_cleanup=services.no_cleanup, extra_checks=extra,
-                                            loadavg_file=loadavg)
+                                            no_cleanup=services.no_cleanup, extra_checks=extra)
         except Exception as exc:  # a failing check is itself a broken worker, not a crash
             log.exception("[slot %d] availability check failed", self.config.instance)
             return Availability(f"availability check failed: {exc}")

@@ -195,7 +195,7 @@ class JobRunner:
     async def _accept(self, conn: WebUIConnection, info: JobInfo, single: bool) -> bool:
         """Send ``accepted``; queued jobs may wait for a lost websocket (§6.5)."""
         if not conn.connected.is_set() and not single:
-            attempts = _int(self.services.env.get("OPENQA_WORKER_ACCEPT_ATTEMPTS"), 10)
+            attempts = self.config.tuning.accept_attempts
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(attempts * conn.reconnect_delay):
                     await conn.connected.wait()
@@ -244,7 +244,7 @@ class JobRunner:
             isotovideo=services.isotovideo, worker_hostname=services.worker_hostname or "",
             image_pool=services.image_pool, assets=services.asset_provider(conn.client, conn.host, info.id),
             tests=services.tests_provider(conn.host),
-            stop_grace=self.config.get_float("QAWORKER_STOP_GRACE", 30.0),
+            stop_grace=self.config.tuning.stop_grace,
             on_state=self._job_state_changed, on_reported=self._job_reported)
 
     def _job_reported(self, job: Job) -> None:
@@ -296,9 +296,3 @@ class JobRunner:
         except OSError as exc:
             log.warning("[slot %d] pool cleanup failed: %s", self.instance, exc)
 
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default

@@ -48,6 +48,7 @@ class SlotServices:
     image_pool: Executor
     flags: StopFlags = field(default_factory=StopFlags)
     cache: AssetCache | None = None
+    test_sync_attempts: int = 3  # OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS
     request_observer: Callable[[str], RequestObserver | None] = lambda _url: None
     # what a slot tells the worker
     on_incompatible: Callable[[], None] = lambda: None  # a web UI said this worker is incompatible
@@ -65,4 +66,4 @@ class SlotServices:
             return None
         from backend.cache.provider import CacheTestsProvider
 
-        return CacheTestsProvider(self.cache, host)
+        return CacheTestsProvider(self.cache, host, attempts=self.test_sync_attempts)

@@ -69,17 +69,13 @@ class Slot:
         return cls(config, services, clients)
 
     def _connection(self, name: str, client: ApiClient) -> WebUIConnection:
-        env = self.services.env
-        low = _number(env.get("OPENQA_WORKER_STATUS_MIN_INTERVAL") or self.config.settings.get("STATUS_MIN_INTERVAL"),
-                      60.0)
-        high = _number(env.get("OPENQA_WORKER_STATUS_MAX_INTERVAL") or self.config.settings.get("STATUS_MAX_INTERVAL"),
-                       300.0)
+        tuning = self.config.tuning
+        low, high = sorted((tuning.status_min_interval, tuning.status_max_interval))
         return WebUIConnection(
             client.host, self.instance, client, self.services.bus,
             capabilities=self._capabilities, held_job_ids=self.runner.held_job_ids,
             status_message=lambda: self._status_message(name), on_message=self._on_message,
-            reconnect_delay=_number(env.get("OPENQA_WORKER_CONNECT_INTERVAL"), 10.0),
-            status_interval=(min(low, high), max(low, high)))
+            reconnect_delay=tuning.connect_interval, status_interval=(low, high))
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -309,8 +305,8 @@ def all_ids_of(offer: Offer) -> list[int]:
 def _make_clients(config: SlotConfig, services: SlotServices) -> dict[str, ApiClient]:
     clients = {}
     for host in config.hosts:
-        retry = RetryPolicy.from_settings({**config.settings, **host.settings}, dict(services.env))
-        clients[host.configured] = ApiClient(host, retry=retry, observer=services.request_observer(host.base_url))
+        observer = services.request_observer(host.base_url)
+        clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer)
     return clients
 
 
@@ -324,9 +320,3 @@ async def _logged(coro: Coroutine[Any, Any, None], what: str) -> None:
 async def _send(conn: WebUIConnection, message: dict[str, Any]) -> None:
     await conn.send(message)
 
-
-def _number(value: str | None, default: float) -> float:
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
-        return default
