@@ -95,7 +95,8 @@ async def test_the_attached_dashboard_follows_a_job_and_detaching_leaves_the_wor
                 await until(pilot, lambda: "attached to qaworker pid" in bar(app), 10, "attached bar")
                 await until(pilot, lambda: cell(app, instance, "state") == "idle", 10, "the slot, idle")
                 job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login,console,shutdown",
-                                                       SIM_MODULE_SECONDS="1.5", TEST="attached-job"))
+                                                       SIM_MODULE_SECONDS="2.5", SIM_SCREENSHOTS="2",
+                                                       TEST="attached-job"))
                 await until(pilot, lambda: cell(app, instance, "state") == "running", 15, "running")
                 assert f"#{job_id}" in cell(app, instance, "job")
                 panel = app.screen.query_one(ScreenPanel)
