@@ -14,22 +14,22 @@ def link_text(link, now: float) -> Text:
     since = human_duration(now - link.since)
     match link.state:
         case "attached":
-            text = Text("⇄ attached", style="bold green")
+            text = Text.assemble(("⇄ attached", "bold green"))
             text.append(f" to qaworker pid {link.pid} · {where}", style="")
             if link.read_only or link.access == "watch":
                 text.append(" · watching only" if link.access == "watch" else " · read-only", style="bold yellow")
             text.append(" · q detach · Q stop the worker", style="dim")
         case "connecting":
-            text = Text("… connecting", style="bold yellow")
+            text = Text.assemble(("… connecting", "bold yellow"))
             text.append(f" to {where}")
             if link.reason:
                 text.append(f" · {link.reason}", style="dim")
         case "lost":
-            text = Text("⚠ worker gone", style="bold red")
+            text = Text.assemble(("⚠ worker gone", "bold red"))
             text.append(f" for {since}: {link.reason or 're-attaching…'}", style="red")
             text.append(" · q leaves", style="dim")
         case "failed":
-            text = Text("✖ cannot attach", style="bold red")
+            text = Text.assemble(("✖ cannot attach", "bold red"))
             text.append(f": {link.reason}", style="red")
         case _:
             text = Text(f"{link.state}: {link.reason}", style="dim")
@@ -38,7 +38,7 @@ def link_text(link, now: float) -> Text:
 
 class AttachBar(Static):
     DEFAULT_CSS = """
-    AttachBar { height: 1; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
+    AttachBar { height: 1; padding: 0 1; background: $panel; color: $text; text-wrap: nowrap; text-overflow: ellipsis; }
     AttachBar.gone { background: $error 25%; }
     """
 

@@ -20,16 +20,19 @@ from backend.history import HistoryEntry, select
 from widgets.format import human_duration, result_text, tidy, truncate, truncate_middle
 from widgets.sparkline import durations_text
 
-# (key, label, width)
-_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("when", "Finished", 10),
-    ("slot", "Slot", 4),
-    ("job", "Job", 42),
-    ("result", "Result", 18),
-    ("took", "Took", 8),
-    ("reason", "Reason", 26),
-    ("link", "Web UI", 34),
+# (key, label); widths per layout below
+_LABELS: dict[str, str] = {"when": "Finished", "slot": "Slot", "job": "Job", "result": "Result", "took": "Took",
+                           "reason": "Reason", "link": "Web UI"}
+# (terminal width from which it is used, {column: width}) — widest first
+_LAYOUTS: tuple[tuple[int, dict[str, int]], ...] = (
+    (160, {"when": 10, "slot": 4, "job": 42, "result": 18, "took": 8, "reason": 26, "link": 34}),
+    (120, {"when": 10, "slot": 4, "job": 34, "result": 18, "took": 8, "reason": 18, "link": 30}),
+    (0, {"when": 10, "slot": 4, "job": 28, "result": 16, "took": 8}),
 )
+
+
+def layout_for(width: int) -> dict[str, int]:
+    return next(columns for minimum, columns in _LAYOUTS if width >= minimum)
 
 
 def ago(seconds: float) -> str:
@@ -68,14 +71,19 @@ class HistoryTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._entries: dict[str, HistoryEntry] = {}
         self._shown: list[str] = []
-        for key, label, width in _COLUMNS:
-            self.add_column(label, key=key, width=width)
+        self._layout: dict[str, int] = {}
 
     def show(self, entries: Sequence[HistoryEntry], now: float, *, instance: int | None = None,
              result: str | None = None) -> None:
         picked = select(entries, instance=instance, result=result)
         keys = [entry_key(e) for e in picked]
         self._entries = dict(zip(keys, picked, strict=True))
+        layout = layout_for(self.app.size.width)
+        if layout != self._layout:
+            self.clear(columns=True)
+            self._layout, self._shown = layout, []
+            for key, width in layout.items():
+                self.add_column(_LABELS[key], key=key, width=width)
         if keys != self._shown:  # rebuild only when rows came or went; keep the cursor on its job
             current = self.selected_key
             self.clear()
@@ -100,11 +108,18 @@ class HistoryTable(DataTable):
         return self._entries.get(key) if key is not None else None
 
     def _cells(self, entry: HistoryEntry, now: float) -> tuple:
-        job = Text(f"#{entry.job_id} ", style="bold")
-        job.append(truncate_middle(entry.name or "(not started)", 42 - len(job)))
-        reason = Text(truncate(entry.reason, 26), style="dim") if entry.reason else Text("")
-        return (ago(now - entry.finished_at), str(entry.instance), tidy(job), tidy(result_text(entry.result)),
-                human_duration(entry.duration) if entry.duration else "–", reason, link_text(entry.url, 34))
+        width = self._layout
+        job = Text.assemble((f"#{entry.job_id} ", "bold"))
+        job.append(truncate_middle(entry.name or "(not started)", width["job"] - len(job)))
+        cells: dict[str, object] = {
+            "when": ago(now - entry.finished_at), "slot": str(entry.instance), "job": tidy(job),
+            "result": tidy(result_text(entry.result)),
+            "took": human_duration(entry.duration) if entry.duration else "–"}
+        if "reason" in width:
+            cells["reason"] = Text(truncate(entry.reason, width["reason"]), style="dim") if entry.reason else Text("")
+        if "link" in width:
+            cells["link"] = link_text(entry.url, width["link"])
+        return tuple(cells[key] for key in width)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         entry = self._entries.get(event.row_key.value) if event.row_key.value is not None else None
@@ -114,7 +129,7 @@ class HistoryTable(DataTable):
 
 
 def filter_text(instance: int | None, result: str | None, shown: int, total: int) -> Text:
-    text = Text("Job history ", style="bold")
+    text = Text.assemble(("Job history ", "bold"))
     text.append(f"· {shown} of {total} jobs", style="dim")
     text.append("  slot: ")
     text.append("all" if instance is None else str(instance), style="bold cyan")
@@ -138,7 +153,7 @@ def detail_text(entry: HistoryEntry) -> Text:
     def stamp(ts: float) -> str:
         return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "–"
 
-    text = Text(f"#{entry.job_id} ", style="bold")
+    text = Text.assemble((f"#{entry.job_id} ", "bold"))
     text.append(entry.name or "(never started)")
     rows = [("result", result_text(entry.result)),
             ("reason", Text(entry.reason or "—", style="" if entry.reason else "dim")),
@@ -182,7 +197,7 @@ def slot_history_text(entries: Sequence[HistoryEntry], instance: int, now: float
     if not mine:
         return Text(f"no job of slot {instance} in the job history yet", style="dim")
     oldest_first = list(reversed(mine[:spark_width]))
-    text = Text("recent durations ", style="dim")
+    text = Text.assemble(("recent durations ", "dim"))
     text.append_text(durations_text([e.duration for e in oldest_first], [e.result for e in oldest_first],
                                     spark_width))
     longest = max(e.duration for e in oldest_first)

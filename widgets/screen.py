@@ -52,7 +52,7 @@ def caption(slot: SlotView | None, frame: Any, now: float) -> Text:
         return Text("no job running", style="dim")
     if frame is None or frame.job_id != slot.job.job_id:
         return Text("waiting for the first screenshot…", style="dim italic")
-    text = Text(frame.name, style="bold")
+    text = Text.assemble((frame.name, "bold"))
     age = max(0, int(now - frame.ts))
     text.append(f" · {age} s ago" if age < 120 else f" · {age // 60} min ago", style="dim")
     return text

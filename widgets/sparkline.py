@@ -89,7 +89,7 @@ class SlotSparks:
             sampler = self._uploads.setdefault(slot.instance, RateSampler())
             sampler.sample(job.job_id, now, up.bytes_done)
             if sampler.rates:
-                text = Text(sparkline(sampler.rates, self.WIDTH - 2), style="blue")
+                text = Text.assemble((sparkline(sampler.rates, self.WIDTH - 2), "blue"))
                 text.append(f" {short_rate(sampler.current)}", style="dim blue")
                 return text
         elif slot.instance in self._uploads:

@@ -73,3 +73,16 @@ def test_small_helpers() -> None:
     assert ago(42) == "42 s ago" and ago(125) == "2 min ago" and ago(3 * 3600 + 5) == "3 h ago"
     assert cycle(None, [1, 2]) == 1 and cycle(2, [1, 2]) is None
     assert "no job of slot 4 in the job history yet" in slot_history_text([], 4, 0).plain
+
+
+async def test_the_table_fits_the_terminal() -> None:
+    for width, columns in ((160, 7), (140, 7), (80, 5)):
+        rt = history_runtime()
+        app = QaworkerApp(rt, clock=rt.clock)
+        async with app.run_test(size=(width, 30)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("h")
+            await pilot.pause(0.3)
+            table = app.screen.query_one(HistoryTable)
+            assert len(table.columns) == columns
+            assert table.virtual_size.width <= width, f"{width} columns: the table scrolls sideways"
