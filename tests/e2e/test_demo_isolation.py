@@ -119,10 +119,10 @@ def test_two_demos_at_once_use_their_own_slots_ports_and_directories(tmp_path) -
     procs = []
     for tag, log in zip(tags, logs, strict=True):
         with log.open("wb") as out:
-            procs.append(subprocess.Popen([*DEMO, "--no-ui", "--duration", "14"], cwd=ROOT, env=demo_env(tag),
+            procs.append(subprocess.Popen([*DEMO, "--no-ui", "--duration", "22"], cwd=ROOT, env=demo_env(tag),
                                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT))
     try:
-        codes = [p.wait(60) for p in procs]
+        codes = [p.wait(100) for p in procs]  # generous: the machine may be busy with other suites
     finally:
         for p in procs:
             if p.poll() is None:
