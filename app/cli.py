@@ -5,6 +5,8 @@
                                       each value came from; warn about keys qaworker does not know
     qaworker demo [--no-ui] [--slots N] [--duration S]
     qaworker mockweb --port N [--data-dir D]
+    qaworker attach [--socket PATH] [--read-only] [--list]   the dashboard of a running worker
+    qaworker history [--json] [--slot N] [--result R]        the jobs this host's workers finished
 
 A configuration error is one line ``qaworker: <message>`` on stderr and exit code 2.
 """
@@ -22,7 +24,7 @@ from typing import Any
 from backend.config import CliOptions, ConfigError, WorkerConfig, format_masked, load_config, masked
 
 PROG = "qaworker"
-COMMANDS = ("run", "check-config", "demo", "mockweb")
+COMMANDS = ("run", "check-config", "demo", "mockweb", "attach", "history")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +48,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="An openQA worker on asyncio with a live dashboard.",
-        epilog="other commands: check-config, demo, mockweb (see 'qaworker COMMAND --help')")
+        epilog="other commands: check-config, demo, mockweb, attach, history (see 'qaworker COMMAND --help')")
     _add_config_options(parser)
     parser.add_argument("--no-ui", action="store_true", help="headless: log lines instead of the dashboard")
     return parser
@@ -131,7 +133,20 @@ def cmd_mockweb(argv: list[str]) -> int:
     return 0
 
 
-HANDLERS = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo, "mockweb": cmd_mockweb}
+def cmd_attach(argv: list[str]) -> int:
+    from app.attach import main as attach_main
+
+    return attach_main(argv)
+
+
+def cmd_history(argv: list[str]) -> int:
+    from app.history_cli import main as history_main
+
+    return history_main(argv)
+
+
+HANDLERS = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo, "mockweb": cmd_mockweb,
+            "attach": cmd_attach, "history": cmd_history}
 
 
 def main(argv: list[str] | None = None) -> int:

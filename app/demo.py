@@ -16,12 +16,12 @@ import logging
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
+from app.demo_env import TerminalWatch, end_descendants, reserve_instances
 from backend.config import HostConfig, SlotConfig, WorkerConfig
 from backend.events import SlotState
 from backend.mockweb.server import MockWebUI
@@ -31,31 +31,9 @@ log = logging.getLogger("qaworker.demo")
 
 DEMO_KEY = "DEMODEMODEMODEMO"
 DEMO_SECRET = "0123456789ABCDEF"
-FIRST_INSTANCE_ENV = "QAWORKER_DEMO_FIRST_INSTANCE"  # tests move the demo's slots away from real workers
+FIRST_INSTANCE_ENV = "QAWORKER_DEMO_FIRST_INSTANCE"  # where to start looking for free slot numbers (tests)
 LOW_LOAD = "0.10 0.10 0.10 1/100 1\n"
 HIGH_LOAD = "95.00 60.00 30.00 9/300 1\n"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def first_free_instance(slots: int, start: int = 1) -> int:
-    """The first slot number from ``start`` on whose block of ``slots`` command-server ports is free.
-
-    Each slot's isotovideo serves on 20002 + 10*N + 1; a real worker on the same host (instance 1 of
-    a local openQA) must not collide with the demo's.
-    """
-    for first in range(start, start + 500):
-        if all(_port_free(20003 + 10 * n) for n in range(first, first + slots)):
-            return first
-    return start
 
 
 def write_load(path: Path, line: str) -> None:
@@ -74,7 +52,8 @@ def simulator_command(workdir: Path) -> str:
     return source_command()
 
 
-def demo_config(workdir: Path, url: str, slots: int, first_instance: int) -> WorkerConfig:
+def demo_config(workdir: Path, url: str, instances: list[int]) -> WorkerConfig:
+    """Everything in ``workdir``: pool, cache (and their locks), share; slot numbers of its own."""
     prjdir = workdir / "openqa"
     share = prjdir / "share"
     (share / "tests" / "demo").mkdir(parents=True, exist_ok=True)  # DISTRI=demo: the default CASEDIR
@@ -82,7 +61,7 @@ def demo_config(workdir: Path, url: str, slots: int, first_instance: int) -> Wor
     write_load(loadavg, LOW_LOAD)
     host = HostConfig(configured=url, base_url=url, api_key=DEMO_KEY, api_secret=DEMO_SECRET, share_dir=share)
     slot_configs = []
-    for instance in range(first_instance, first_instance + slots):
+    for instance in instances:
         settings = {"WORKER_CLASS": "qemu_x86_64,demo", "WORKER_HOSTNAME": "127.0.0.1", "RETRY_DELAY": "1",
                     "RETRY_DELAY_IF_WEBUI_BUSY": "2", "CRITICAL_LOAD_AVG_THRESHOLD": "40",
                     "QAWORKER_LOADAVG_FILE": str(loadavg), "QAWORKER_STOP_GRACE": "5",
@@ -248,23 +227,28 @@ class DemoFeeder:
 async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Path) -> int:
     from app.run import main_async
 
+    start = os.environ.get(FIRST_INSTANCE_ENV)
+    reservation = reserve_instances(slots, int(start) if start else None)
     web = MockWebUI(workdir / "webui", api_key=DEMO_KEY, api_secret=DEMO_SECRET)
     await web.start()
-    first = first_free_instance(slots, int(os.environ.get(FIRST_INSTANCE_ENV) or 1))
-    config = demo_config(workdir, web.url, slots, first_instance=first)
+    config = demo_config(workdir, web.url, reservation.instances)
     worker = Worker(config)
     feeder = DemoFeeder(web, worker, workdir / "loadavg")
-    tasks = [feeder.run()]
+    terminal = TerminalWatch(worker.quit)  # the demo belongs to its terminal: no headless afterlife
+    tasks = [feeder.run(), terminal.run()]
     if duration:
         tasks.append(_stop_after(worker, duration))
-    say(f"qaworker demo: mock web UI at {web.url} (key {DEMO_KEY}), {slots} slots, data in {workdir}")
+    say(f"qaworker demo: mock web UI at {web.url} (key {DEMO_KEY}), slots "
+        f"{reservation.first}-{reservation.instances[-1]}, data in {workdir}")
     try:
-        return await main_async(config, no_ui=no_ui, worker=worker, extra_tasks=tuple(tasks))
+        return await main_async(config, no_ui=no_ui, worker=worker, extra_tasks=tuple(tasks),
+                                on_hangup=terminal.hangup)
     finally:
         await feeder.stop()
         say(f"qaworker demo: {summary(web)}")
         await web.stop()
         await _report_leftover_tasks()
+        reservation.release()
 
 
 async def _report_leftover_tasks(grace: float = 5.0) -> None:
@@ -306,4 +290,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        ended = end_descendants()
+        if ended:
+            say(f"qaworker demo: ended leftover processes {ended}")
         shutil.rmtree(workdir, ignore_errors=True)

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from backend.config import WorkerConfig
@@ -48,16 +49,18 @@ def log_level(config: WorkerConfig) -> int:
     return level if isinstance(level, int) else logging.INFO
 
 
-def install_signal_handlers(worker: Worker) -> None:
+def install_signal_handlers(worker: Worker, on_hangup: Callable[[], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.quit)
     loop.add_signal_handler(signal.SIGINT, worker.quit)
-    loop.add_signal_handler(signal.SIGHUP, worker.drain)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup or worker.drain)
 
 
 async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "text",
                      metrics_port: int | None = None, metrics_address: str = "127.0.0.1",
-                     worker: Worker | None = None, extra_tasks: tuple = ()) -> int:
+                     worker: Worker | None = None, extra_tasks: tuple = (),
+                     on_hangup: Callable[[], None] | None = None) -> int:
+    """``on_hangup`` replaces "SIGHUP = drain" and "terminal lost = go on headless" (the demo quits)."""
     from app.logsetup import add_secret, setup_logging
 
     ui = want_ui(no_ui)
@@ -92,11 +95,14 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
         server = await serve_metrics(metrics, metrics_address, metrics_port)
         background.append(asyncio.create_task(loop_lag_probe(metrics)))
     background += [asyncio.create_task(t) for t in extra_tasks]
-    install_signal_handlers(worker)
+    from backend.control.services import start_services  # history, test screens, control socket (attach)
+
+    services = await start_services(worker)
+    install_signal_handlers(worker, on_hangup)
     worker_task = asyncio.create_task(worker.run(), name="worker")
     try:
         if ui:
-            await _run_tui_with_fallback(worker, log_format)
+            await _run_tui_with_fallback(worker, log_format, on_hangup, services.runtime)
         else:
             from app.headless import run_headless
 
@@ -106,28 +112,32 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await services.close()
         if server is not None:
             await server.close()
 
 
-async def _run_tui_with_fallback(worker: Worker, log_format: str) -> None:
+async def _run_tui_with_fallback(worker: Worker, log_format: str, on_hangup: Callable[[], None] | None = None,
+                                 runtime: object = None) -> None:
     from app.headless import run_headless
 
     try:
         from app.tui import RC_TERMINAL_LOST, QaworkerApp
 
-        app = QaworkerApp(worker)
+        app = QaworkerApp(runtime or worker)  # type: ignore[arg-type]
         await app.run_async()
-        install_signal_handlers(worker)  # the app resets the signal handlers when it exits
+        install_signal_handlers(worker, on_hangup)  # the app resets the signal handlers when it exits
         if worker._stopped.is_set():
             return
-        if app.return_code == RC_TERMINAL_LOST:
-            log.error("the dashboard lost its terminal; continuing headless")
+        if app.return_code == RC_TERMINAL_LOST and on_hangup is not None:
+            on_hangup()
+        elif app.return_code == RC_TERMINAL_LOST:
+            log.error("the dashboard lost its terminal; continuing headless (qaworker attach brings it back)")
         elif not worker.stopping:
             worker.quit()  # the user quit the dashboard: quit the worker
     except Exception:
         log.exception("the dashboard crashed; continuing headless")
-        install_signal_handlers(worker)
+        install_signal_handlers(worker, on_hangup)
     # Log to stderr from here on: the terminal is ours again.
     from app.logsetup import setup_logging
 

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for path in asyncio.run(write_all(out)):
         print(path)
+    from app.attach_screenshots import write_all as write_attach_shots  # history, test screen, attach: a real run
+
+    for path in asyncio.run(write_attach_shots(out)):
+        print(path)
     return 0
 
 

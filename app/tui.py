@@ -123,9 +123,9 @@ class DashboardScreen(ViewScreen):
         narrow = self.has_class("narrow")
         self.query_one(ConnectionBar).show(view, now)
         self.query_one(StopBanner).show(view)
-        self.query_one(SlotTable).show(view, now, narrow)
+        self.query_one(SlotTable).show(view, now, narrow, history_of(self.app))
         slot = view.slots.get(selected) if selected is not None else None
-        self.query_one(SlotDetail).show(slot, now, logs)
+        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app))
         self.query_one(CachePanel).show(view.cache, 1 if narrow else 3, 30 if narrow else 50)
 
 
@@ -143,7 +143,8 @@ class DetailScreen(ViewScreen):
         yield Footer()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs)
+        self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app),
+                                        screens_of(self.app))
 
 
 class CacheScreen(ViewScreen):
@@ -160,6 +161,17 @@ class CacheScreen(ViewScreen):
         self.query_one("#cache-text", Static).update(tidy(cache_text(view.cache, None, 70)))
 
 
+def history_of(app: App) -> list:
+    """The runtime's job history (newest last); empty for a runtime without one."""
+    history = getattr(getattr(app, "runtime", None), "history", None)
+    return history.entries() if history is not None else []
+
+
+def screens_of(app: App) -> object:
+    """Where the test screens come from (backend/screen.py, or over the control socket); None without."""
+    return getattr(getattr(app, "runtime", None), "screens", None)
+
+
 # (palette title, action, help)
 _PALETTE: tuple[tuple[str, str, str], ...] = (
     ("Drain: stop after the current jobs", "drain", "Take no new jobs; exit when the running ones end"),
@@ -167,6 +179,7 @@ _PALETTE: tuple[tuple[str, str, str], ...] = (
     ("Quit", "request_quit", "Quit now or drain when jobs are running"),
     ("Follow log: toggle auto-scroll", "toggle_follow", "Keep the log tail scrolled to the newest line"),
     ("Cache view", "cache", "Cache usage and downloads in flight"),
+    ("Job history", "history", "Every finished job: filter by slot and result, open its details"),
     ("Slot detail", "detail", "Full-screen detail of the selected slot"),
     ("Help: keys and signals", "help", "What every key does"),
 )
@@ -203,10 +216,11 @@ class QaworkerApp(App[int]):
         Binding("a", "abort", "Abort job"),
         Binding("l", "toggle_follow", "Follow log"),
         Binding("c", "cache", "Cache"),
+        Binding("h", "history", "History"),
         Binding("enter", "detail", "Detail", show=False),
         Binding("question_mark", "help", "Help"),
     ]
-    _DIALOG_ACTIONS = frozenset({"drain", "abort", "toggle_follow", "cache", "detail", "help"})
+    _DIALOG_ACTIONS = frozenset({"drain", "abort", "toggle_follow", "cache", "detail", "help", "history"})
 
     def __init__(self, runtime: Runtime, *, clock: Callable[[], float] = time.time,
                  terminal_check: Callable[[], bool] | None = None) -> None:
@@ -513,6 +527,15 @@ class QaworkerApp(App[int]):
         if self.selected is None or isinstance(self.screen, DetailScreen):
             return
         self.push_screen(DetailScreen(self.selected))
+        self.call_after_refresh(self._render_now)
+
+    def action_history(self) -> None:
+        from app.history_screen import HistoryScreen
+
+        if isinstance(self.screen, HistoryScreen):
+            self.pop_screen()
+            return
+        self.push_screen(HistoryScreen())
         self.call_after_refresh(self._render_now)
 
     def action_help(self) -> None:

@@ -81,6 +81,7 @@ HELP_TEXT = """\
 [b]enter[/b]          full detail of the selected slot (modules, log, upload)
 [b]l[/b]              follow the log tail (toggle auto-scroll)
 [b]c[/b]              cache view: usage, downloads and the jobs waiting on them
+[b]h[/b]              job history: every finished job (s / r filter by slot / result, enter details)
 [b]a[/b]              abort the selected slot's job (asks first; the job ends incomplete)
 [b]d[/b]              drain: take no new jobs, exit after the running ones (asks first)
 [b]q[/b], [b]ctrl+c[/b], [b]ctrl+q[/b]

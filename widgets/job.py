@@ -20,7 +20,9 @@ from widgets.format import (
     tidy,
     truncate,
 )
+from widgets.history import SlotHistory
 from widgets.logtail import LogBuffers, LogTail
+from widgets.screen import ScreenPanel
 
 
 def upload_text(job: JobView) -> Text | None:
@@ -146,9 +148,12 @@ class SlotDetail(Vertical):
         yield DeveloperPanel(classes="devsession")
         with Horizontal(classes="detail-body"):
             yield ModuleList(classes="modules")
+            yield ScreenPanel(classes="screen")
             yield LogTail(classes="logtail")
+        yield SlotHistory(classes="slot-history")  # instead of the two boxes while no job runs
 
-    def show(self, slot: SlotView | None, now: float, logs: LogBuffers) -> None:
+    def show(self, slot: SlotView | None, now: float, logs: LogBuffers, history: list | None = None,
+             screens: object = None) -> None:
         summary = self.query_one(JobSummary)
         if slot is None:
             summary.update(Text("no slot selected", style="dim"))
@@ -157,4 +162,8 @@ class SlotDetail(Vertical):
         self.query_one(DeveloperPanel).show(slot.job)
         self.query_one(ModuleList).show(slot.job, categories=self.has_class("full"))
         self.query_one(LogTail).sync(slot.instance, slot.job, logs)
+        self.query_one(ScreenPanel).show(slot, screens, now)
         self.set_class(slot.job is not None and slot.job.developer_session, "developer")
+        self.set_class(slot.job is None, "idle")
+        if slot.job is None:
+            self.query_one(SlotHistory).show(history or [], slot.instance, now)

@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 from backend.events import SlotState
 from backend.state import SlotView, WorkerView
 from widgets.format import SLOT_STYLE, bar, human_duration, slot_state_text, tidy, truncate, truncate_middle
+from widgets.sparkline import SlotSparks
 
 # (key, label, wide width, narrow width)
 _COLUMNS: tuple[tuple[str, str, int, int], ...] = (
@@ -18,7 +19,11 @@ _COLUMNS: tuple[tuple[str, str, int, int], ...] = (
     ("module", "Module", 18, 12),
     ("progress", "Modules", 15, 9),
     ("time", "Elapsed / max", 15, 7),
+    ("recent", "Recent", 14, 0),  # ≥ RECENT_WIDTH columns: recent job durations, or upload throughput
 )
+
+
+RECENT_WIDTH = 140  # the terminal width from which the "Recent" sparkline column fits
 
 
 def _width(column: str, narrow: bool) -> int:
@@ -41,6 +46,9 @@ class SlotTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._narrow: bool | None = None
+        self._recent = False
+        self._sparks = SlotSparks()
+        self._history: list = []
 
     @property
     def selected_instance(self) -> int | None:
@@ -50,12 +58,16 @@ class SlotTable(DataTable):
         return int(key.value) if key.value is not None else None
 
     def _set_columns(self, narrow: bool) -> None:
-        if narrow == self._narrow:
+        recent = not narrow and self.app.size.width >= RECENT_WIDTH
+        if (narrow, recent) == (self._narrow, self._recent):
             return
-        self._narrow = narrow
+        self._narrow, self._recent = narrow, recent
         self.clear(columns=True)
-        for key, label, wide, small in _COLUMNS:
+        for key, label, wide, small in self._columns():
             self.add_column(label, key=key, width=small if narrow else wide)
+
+    def _columns(self) -> tuple[tuple[str, str, int, int], ...]:
+        return tuple(c for c in _COLUMNS if c[0] != "recent" or self._recent)
 
     def _cells(self, slot: SlotView, now: float) -> tuple[Text | str, ...]:
         narrow = bool(self._narrow)
@@ -93,16 +105,21 @@ class SlotTable(DataTable):
             time_cell.append(f" / {human_duration(job.max_job_time)}", style="dim")
         return (str(slot.instance), state, job_cell, module, progress, time_cell)
 
-    def show(self, view: WorkerView, now: float, narrow: bool) -> None:
+    def show(self, view: WorkerView, now: float, narrow: bool, history: list | None = None) -> None:
         self._set_columns(narrow)
+        self._history = history or []
         wanted = [str(i) for i in sorted(view.slots)]
         existing = {str(k.value) for k in self.rows}
         for key in existing - set(wanted):
             self.remove_row(key)
         for key in wanted:
-            cells = tuple(tidy(c) if isinstance(c, Text) else c for c in self._cells(view.slots[int(key)], now))
+            slot = view.slots[int(key)]
+            cells = self._cells(slot, now)
+            if self._recent:
+                cells = (*cells, self._sparks.cell(slot, self._history, now))
+            cells = tuple(tidy(c) if isinstance(c, Text) else c for c in cells)
             if key in existing:
-                for (col, *_), value in zip(_COLUMNS, cells, strict=True):
+                for (col, *_), value in zip(self._columns(), cells, strict=True):
                     self.update_cell(key, col, value)
             else:
                 self.add_row(*cells, key=key)
