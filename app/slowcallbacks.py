@@ -4,16 +4,21 @@ In debug mode asyncio logs ``Executing <handle> took 0.053 seconds`` for every c
 than ``loop.slow_callback_duration``. That line names a handle, not the code that was slow, and on a
 loaded machine it also fires when the loop thread merely waited for a CPU. So:
 
-* ``StackSampler`` (a thread per loop) looks at the loop thread every few milliseconds: when one
-  callback has run for half the threshold it takes a snapshot of the loop thread's stack (what is
-  *really* running), and it keeps a short history of the thread's run-queue wait (Linux schedstat).
-* ``SlowCallbackFilter`` (on the ``asyncio`` logger) turns asyncio's line into
-  ``slow callback in our code: 53 ms in task 'slot-1' (Slot.run): backend/webui/client.py:109 in
-  ApiClient.__init__ → ssl.py:770 in create_default_context`` and attaches a ``SlowCallback`` to the
-  record (``record._slow_callback``). Time the loop thread spent waiting for a CPU is subtracted
-  before the threshold is applied.
-* "our code" is a frame in ``backend/`` or ``app/``: in the sampled stack if there is one, else in the
-  task's coroutine chain (where it suspended next) or the callback itself.
+* ``StackSampler`` (a thread per loop) looks at the loop thread every few milliseconds. Once a callback
+  has run for a quarter of the threshold it takes snapshots of the loop thread's stack (what is
+  *really* running). It also keeps a short history of the thread's run-queue wait (Linux schedstat),
+  and the garbage collector's pauses are recorded (``gc.callbacks``).
+* ``SlowCallbackFilter`` (on the ``asyncio`` logger) turns asyncio's line into e.g.
+  ``slow callback in our code: 53 ms (wall 60 ms, …) in task 'slot-1' (Slot.run); running
+  backend/webui/client.py:109 in ApiClient.__init__ → ssl.py:770 in create_default_context`` and attaches
+  the ``SlowCallback`` to the record (``record._slow_callback``).
+* What counts: the time the callback held the loop minus the time the loop thread waited for a CPU and
+  minus garbage-collector pauses, and minus the share of samples spent in asyncio's own machinery
+  (debug mode's source tracebacks, a new thread starting up, fork/exec of a subprocess).
+* Whose code it is: the stack's deepest coroutine frame is the one that ran synchronous code. Its
+  frames from there on decide: a frame in ``backend/`` or ``app/`` makes it ours, a test coroutine
+  calling blocking code itself makes it test code. Without a sample (C code held the GIL), the task's
+  coroutine chain where it suspended next decides.
 
 ``QAWORKER_SLOW_CALLBACK_MS=20`` (read by ``configure``) turns debug mode on with that threshold; the
 test suite runs the worker processes it starts with it and fails a test whose worker logged a
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
+import inspect
 import itertools
 import logging
 import os
@@ -36,19 +43,37 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 ENV_THRESHOLD_MS = "QAWORKER_SLOW_CALLBACK_MS"
 OURS = "slow callback in our code"
 NOT_OURS = "slow callback outside our code"
-LOAD = "slow callback only waiting for a CPU"
+TEST_CODE = "slow callback in test code"
+LOAD = "slow callback only waiting for a CPU or the garbage collector"
+MACHINERY = "slow callback mostly in asyncio's own machinery"
 
 ROOT = Path(__file__).resolve().parents[1]
 OUR_DIRS = tuple(f"{ROOT / name}{os.sep}" for name in ("backend", "app"))
+TEST_DIR = f"{ROOT / 'tests'}{os.sep}"
 
 _ASYNCIO_MESSAGE = "Executing %s took %.3f seconds"
+_COROUTINE_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _stdlib(name: str) -> str:
+    return os.path.normcase(os.path.join(os.path.dirname(os.__file__), name))
+
+
 _EVENTS_FILE = os.path.normcase(os.path.abspath(asyncio.events.__file__))
+# Where asyncio's own machinery spends time that no callback of ours asked for: debug mode's source
+# tracebacks (linecache stats and reads source files), a thread start waiting for the new thread to
+# be scheduled (to_thread, the child watcher), fork/exec of create_subprocess_exec.
+_MACHINERY = (
+    (_stdlib("linecache.py"), None), (_stdlib("tokenize.py"), None), (_stdlib("traceback.py"), None),
+    (_stdlib(os.path.join("asyncio", "format_helpers.py")), None),
+    (_stdlib("threading.py"), "Thread.start"), (_stdlib("subprocess.py"), "Popen._execute_child"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,64 +81,138 @@ class Frame:
     filename: str
     lineno: int
     name: str
+    coroutine: bool = False
+
+    @classmethod
+    def of(cls, frame: FrameType) -> Frame:
+        code = frame.f_code
+        return cls(code.co_filename, frame.f_lineno, code.co_qualname, bool(code.co_flags & _COROUTINE_FLAGS))
+
+    @classmethod
+    def of_code(cls, code: CodeType) -> Frame:
+        return cls(code.co_filename, code.co_firstlineno, code.co_qualname, bool(code.co_flags & _COROUTINE_FLAGS))
 
     @property
     def ours(self) -> bool:
         return self.filename.startswith(OUR_DIRS)
+
+    @property
+    def in_tests(self) -> bool:
+        return self.filename.startswith(TEST_DIR)
+
+    @property
+    def machinery(self) -> bool:
+        path = os.path.normcase(self.filename)
+        return any(path == file and (name is None or self.name == name) for file, name in _MACHINERY)
 
     def __str__(self) -> str:
         return f"{short_path(self.filename)}:{self.lineno} in {self.name}"
 
 
 @dataclass(frozen=True)
+class Blame:
+    """One stack (a sample, or the suspended coroutine chain) judged."""
+
+    frames: tuple[Frame, ...]  # innermost last
+    kind: str  # OURS, NOT_OURS, TEST_CODE or MACHINERY
+
+    @classmethod
+    def of(cls, frames: Iterable[Frame], sampled: bool) -> Blame:
+        frames = tuple(frames)
+        if sampled and any(f.machinery for f in frames):
+            return cls(frames, MACHINERY)
+        # The deepest coroutine frame ran the synchronous code (in a sample; in a suspended chain every
+        # frame is a coroutine, and the slow code ran somewhere in it).
+        start = max((i for i, f in enumerate(frames) if f.coroutine), default=0) if sampled else 0
+        if frames and frames[start].in_tests and not frames[start].ours:
+            return cls(frames, TEST_CODE)
+        if any(f.ours for f in frames[start:]):
+            return cls(frames, OURS)
+        return cls(frames, NOT_OURS)
+
+    def where(self) -> str:
+        """The innermost frame of ours, and the innermost frame of all when that is deeper; for an import
+        on the loop, the frame that ran the import statement and the module it imported."""
+        if not self.frames:
+            return "(no frames)"
+        first = next((i for i, f in enumerate(self.frames) if f.filename.startswith("<frozen importlib")), None)
+        if first is not None and first > 0:
+            modules = [f for f in self.frames[first:] if f.name == "<module>"]
+            imported = f" imports {short_path(modules[0].filename)}" if modules else " imports"
+            return f"{self.frames[first - 1]}{imported} (an import on the loop)"
+        inner = self.frames[-1]
+        ours = [f for f in self.frames if f.ours] if self.kind == OURS else []
+        if not ours:
+            return str(inner)
+        return str(ours[-1]) if ours[-1] is inner else f"{ours[-1]} → {inner}"
+
+
+@dataclass(frozen=True)
 class SlowCallback:
     callback: str  # "task 'slot-1' (Slot.run)" or "callback Foo.bar"
     wall: float  # seconds, as asyncio measured it
-    cpu_wait: float  # seconds the loop thread waited for a CPU meanwhile (machine load)
     threshold: float
-    frames: tuple[Frame, ...] = field(default=())  # innermost last
-    sampled: bool = False  # frames are a snapshot taken while the callback ran
+    cpu_wait: float = 0.0  # the loop thread waited for a CPU meanwhile (machine load)
+    gc_pause: float = 0.0  # the garbage collector ran meanwhile
+    blames: tuple[Blame, ...] = field(default=())  # one per sample, or the coroutine chain
+    sampled: bool = False
+
+    @property
+    def held(self) -> float:
+        """How long the callback held the loop, without CPU waits and garbage collection."""
+        return max(0.0, self.wall - self.cpu_wait - self.gc_pause)
 
     @property
     def blocked(self) -> float:
-        """How long the callback held the loop, minus the time the machine did not let it run."""
-        return max(0.0, self.wall - self.cpu_wait)
+        """``held`` without the share of samples that were in asyncio's own machinery."""
+        if not self.blames:
+            return self.held
+        own = sum(1 for b in self.blames if b.kind != MACHINERY)
+        return self.held * own / len(self.blames)
 
     @property
     def counts(self) -> bool:
         return self.blocked >= self.threshold
 
     @property
-    def ours(self) -> bool:
-        return any(f.ours for f in self.frames)
+    def main(self) -> Blame | None:
+        for kind in (OURS, TEST_CODE, NOT_OURS, MACHINERY):
+            for blame in self.blames:
+                if blame.kind == kind:
+                    return blame
+        return None
 
     @property
     def kind(self) -> str:
-        if not self.counts:
+        if self.held < self.threshold:
             return LOAD
-        return OURS if self.ours else NOT_OURS
+        main = self.main
+        if not self.counts or main is None:
+            return MACHINERY if main is not None else NOT_OURS
+        return main.kind
 
-    def where(self) -> str:
-        """The innermost frame of ours, and the innermost frame of all when that is deeper."""
-        if not self.frames:
-            return "(no frames)"
-        ours = [f for f in self.frames if f.ours]
-        inner = self.frames[-1]
-        if not ours:
-            return str(inner)
-        mine = ours[-1]
-        return str(mine) if mine is inner else f"{mine} → {inner}"
+    @property
+    def ours(self) -> bool:
+        return self.kind == OURS
 
     def describe(self) -> str:
-        wait = f", {self.cpu_wait * 1000:.0f} ms of it waiting for a CPU" if self.cpu_wait >= 0.001 else ""
-        how = "running" if self.sampled else "suspended next at"
-        return (f"{self.kind}: {self.blocked * 1000:.0f} ms (wall {self.wall * 1000:.0f} ms{wait}, "
-                f"threshold {self.threshold * 1000:.0f} ms) in {self.callback}; {how} {self.where()}")
+        parts = [f"wall {self.wall * 1000:.0f} ms"]
+        if self.cpu_wait >= 0.001:
+            parts.append(f"{self.cpu_wait * 1000:.0f} ms of it waiting for a CPU")
+        if self.gc_pause >= 0.001:
+            parts.append(f"{self.gc_pause * 1000:.0f} ms garbage collection")
+        if self.blocked < self.held - 0.0005:
+            parts.append(f"{(self.held - self.blocked) * 1000:.0f} ms asyncio machinery")
+        parts.append(f"threshold {self.threshold * 1000:.0f} ms")
+        main = self.main
+        how = "running" if self.sampled else "not sampled, suspended next at"
+        where = main.where() if main is not None else "(no frames)"
+        return f"{self.kind}: {self.blocked * 1000:.0f} ms ({', '.join(parts)}) in {self.callback}; {how} {where}"
 
 
 def short_path(filename: str) -> str:
-    for root in (f"{ROOT}{os.sep}", *sorted((p + os.sep for p in sys.path if p and p != str(ROOT)), key=len,
-                                            reverse=True)):
+    roots = sorted((p + os.sep for p in sys.path if p and p != str(ROOT)), key=len, reverse=True)
+    for root in (f"{ROOT}{os.sep}", *roots):
         if filename.startswith(root):
             return filename[len(root):]
     return filename
@@ -130,15 +229,15 @@ def _task_of(handle: asyncio.Handle) -> asyncio.Task[Any] | None:
 def _coroutine_frames(coro: Any) -> list[Frame]:
     """Outermost to innermost frame of a suspended coroutine chain (follows what each one awaits)."""
     frames: list[Frame] = []
-    seen = 0
-    while coro is not None and seen < 100:
-        seen += 1
+    for _ in range(100):
+        if coro is None:
+            break
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
         code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None) or getattr(coro, "ag_code", None)
         if frame is not None:
-            frames.append(Frame(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_qualname))
+            frames.append(Frame.of(frame))
         elif code is not None:
-            frames.append(Frame(code.co_filename, code.co_firstlineno, code.co_qualname))
+            frames.append(Frame.of_code(code))
         coro = (getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
                 or getattr(coro, "ag_await", None))
     return frames
@@ -147,11 +246,8 @@ def _coroutine_frames(coro: Any) -> list[Frame]:
 def _callable_frames(callback: Any) -> list[Frame]:
     while isinstance(callback, functools.partial):
         callback = callback.func
-    func = getattr(callback, "__func__", callback)
-    code = getattr(func, "__code__", None)
-    if code is None:
-        return []
-    return [Frame(code.co_filename, code.co_firstlineno, code.co_qualname)]
+    code = getattr(getattr(callback, "__func__", callback), "__code__", None)
+    return [Frame.of_code(code)] if code is not None else []
 
 
 def handle_frames(handle: asyncio.Handle) -> tuple[str, list[Frame]]:
@@ -162,11 +258,10 @@ def handle_frames(handle: asyncio.Handle) -> tuple[str, list[Frame]]:
         name = getattr(coro, "__qualname__", type(coro).__name__)
         return f"task {task.get_name()!r} ({name})", _coroutine_frames(coro)
     callback = handle._callback
-    label = getattr(callback, "__qualname__", None) or repr(callback)
     frames = _callable_frames(callback)
     for arg in handle._args or ():  # e.g. a Future's done-callbacks, context.run(func)
         frames += _callable_frames(arg) if callable(arg) else []
-    return f"callback {label}", frames
+    return f"callback {getattr(callback, '__qualname__', None) or callback!r}", frames
 
 
 def stack_frames(frame: FrameType | None) -> list[Frame]:
@@ -181,10 +276,10 @@ def stack_frames(frame: FrameType | None) -> list[Frame]:
         if code.co_name == "_run" and os.path.normcase(os.path.abspath(code.co_filename)) == _EVENTS_FILE:
             frames = frames[index + 1:]
             break
-    return [Frame(f.f_code.co_filename, f.f_lineno, f.f_code.co_qualname) for f in frames]
+    return [Frame.of(f) for f in frames]
 
 
-# -- run-queue wait (Linux) ---------------------------------------------------------------------------------
+# -- run-queue wait (Linux) and garbage collection --------------------------------------------------------
 
 
 def _open_schedstat(native_id: int) -> int | None:
@@ -204,22 +299,52 @@ def _read_run_delay(fd: int | None) -> float | None:
         return None
 
 
+class _GcPauses:
+    """Start and end (monotonic) of the last garbage collections, from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.pauses: deque[tuple[float, float]] = deque(maxlen=256)
+        self._started: float | None = None
+        self.installed = False
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.monotonic()
+        elif self._started is not None:
+            self.pauses.append((self._started, time.monotonic()))
+            self._started = None
+
+    def install(self) -> None:
+        if not self.installed:
+            gc.callbacks.append(self)
+            self.installed = True
+
+    def within(self, start: float, end: float) -> float:
+        return sum(max(0.0, min(b, end) - max(a, start)) for a, b in list(self.pauses))
+
+
+_gc_pauses = _GcPauses()
+
+
 # -- the sampler ---------------------------------------------------------------------------------------------
 
 
 class StackSampler:
     """Watches one loop (running in the thread that creates the sampler) from a daemon thread."""
 
+    max_samples = 8
+
     def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float, period: float = 0.004) -> None:
         self._loop = weakref.ref(loop)
         self.threshold = threshold
-        self.period = period
+        self.period = min(period, threshold / 4)
         self._thread_id = threading.get_ident()
         self._schedstat = _open_schedstat(threading.get_native_id())
         self._lock = threading.Lock()
         self._delays: deque[tuple[float, float]] = deque(maxlen=4096)  # (monotonic, run delay)
-        self._sample: tuple[object, list[Frame]] | None = None
+        self._samples: tuple[object, list[list[Frame]]] | None = None
         self._stop = threading.Event()
+        _gc_pauses.install()
         self._thread = threading.Thread(target=self._run, name="slow-callback-sampler", daemon=True)
         self._thread.start()
 
@@ -227,15 +352,14 @@ class StackSampler:
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(1)
-        if self._schedstat is not None:
-            with self._lock:
+        with self._lock:
+            if self._schedstat is not None:
                 os.close(self._schedstat)
                 self._schedstat = None
 
     def _run(self) -> None:
         seen: object = None
-        since = 0.0
-        sampled = False
+        since = last = 0.0
         while not self._stop.wait(self.period):
             loop = self._loop()
             if loop is None or loop.is_closed():
@@ -248,19 +372,26 @@ class StackSampler:
             if delay is not None:
                 self._delays.append((now, delay))
             if handle is not seen:
-                seen, since, sampled = handle, now, False
+                seen, since, last = handle, now, 0.0
                 continue
-            if handle is None or sampled or now - since < self.threshold / 2:
+            if handle is None or now - since < self.threshold / 4 or now - last < 2 * self.period:
                 continue
             frame = sys._current_frames().get(self._thread_id)
-            if frame is not None:
-                self._sample = (handle, stack_frames(frame))
-                sampled = True
+            if frame is None:
+                continue
+            frames = stack_frames(frame)
             del frame
+            last = now
+            current = self._samples
+            if current is not None and current[0] is handle:
+                if len(current[1]) < self.max_samples:
+                    current[1].append(frames)
+            else:
+                self._samples = (handle, [frames])
 
-    def sample_for(self, handle: object) -> list[Frame] | None:
-        sample = self._sample
-        return sample[1] if sample is not None and sample[0] is handle else None
+    def samples_for(self, handle: object) -> list[list[Frame]]:
+        samples = self._samples
+        return list(samples[1]) if samples is not None and samples[0] is handle else []
 
     def cpu_wait(self, start: float, end: float) -> float:
         """Run-queue wait of the loop thread between two monotonic times (0.0 when unknown)."""
@@ -295,6 +426,7 @@ def enable(loop: asyncio.AbstractEventLoop, threshold: float) -> StackSampler:
         if sampler is not None:
             sampler.stop()
         sampler = _samplers[loop] = StackSampler(loop, threshold)
+    install_filter()
     return sampler
 
 
@@ -339,15 +471,15 @@ def analyse(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle | None, wall
     """Everything known about the slow ``handle`` that just ran for ``wall`` seconds on ``loop``."""
     threshold = loop.slow_callback_duration
     sampler = _samplers.get(loop)
-    label, frames = ("unknown callback", [])
-    if handle is not None:
-        label, frames = handle_frames(handle)
-    sample = sampler.sample_for(handle) if sampler is not None and handle is not None else None
+    label, frames = handle_frames(handle) if handle is not None else ("unknown callback", [])
+    samples = sampler.samples_for(handle) if sampler is not None and handle is not None else []
     end = time.monotonic()
     wait = sampler.cpu_wait(end - wall, end) if sampler is not None else 0.0
-    if sample:
-        return SlowCallback(label, wall, wait, threshold, tuple(sample), sampled=True)
-    return SlowCallback(label, wall, wait, threshold, tuple(frames))
+    pauses = _gc_pauses.within(end - wall, end)
+    if samples:
+        blames = tuple(Blame.of(sample, sampled=True) for sample in samples)
+        return SlowCallback(label, wall, threshold, wait, pauses, blames, sampled=True)
+    return SlowCallback(label, wall, threshold, wait, pauses, (Blame.of(frames, sampled=False),))
 
 
 class SlowCallbackFilter(logging.Filter):
@@ -368,7 +500,7 @@ class SlowCallbackFilter(logging.Filter):
         record.msg, record.args = report.describe(), None
         record.slow_callback_ms = round(report.blocked * 1000, 1)
         record._slow_callback = report  # "_": the JSON log leaves it out
-        if not report.counts:  # the machine was busy, not our loop: a detail for debugging only
+        if report.kind in (LOAD, MACHINERY):  # not a callback's doing: a detail for debugging only
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger("asyncio").isEnabledFor(logging.DEBUG)
         return True

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.job.status import JobReporter, make_image_pool  # noqa: E402
 from backend.job.upload import UploadSettings  # noqa: E402
-from tests.integration.test_upload_support import FakeWebUI, Module, PoolBuilder, make_reporter  # noqa: E402
+from tests.integration.upload_support import FakeWebUI, Module, PoolBuilder, make_reporter  # noqa: E402
 
 WIDTH, HEIGHT = 1024, 768
 

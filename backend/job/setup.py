@@ -27,6 +27,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from backend.config import HostConfig, SlotConfig
+from backend.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +251,7 @@ def _reset_logs(pool: Path) -> None:
 
 def _write_json(path: Path, data: object) -> None:
     """Write pretty JSON replacing whatever was there (never through a planted symlink)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    with open(tmp, "x", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=3, sort_keys=True, ensure_ascii=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=3, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 # --- step 11: assets ----------------------------------------------------------------------------------

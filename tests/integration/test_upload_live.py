@@ -1,5 +1,4 @@
 """Live log / live screen (§17.1) and developer-mode upload progress (§17.2)."""
-# ruff: noqa: F811 - the pytest fixtures imported below are requested by argument name
 
 from __future__ import annotations
 
@@ -9,14 +8,7 @@ import os
 import time
 
 from backend.events import DeveloperSession, LiveViewers
-from tests.integration.test_upload_support import (  # noqa: F401 - fixtures are used by name
-    Harness,
-    Module,
-    harness,
-    image_pool,
-    make_png,
-    webui,
-)
+from tests.integration.upload_support import Harness, Module, make_png
 
 LIVE_FIELDS = {"log", "serial_log", "serial_terminal", "serial_terminal_user"}
 

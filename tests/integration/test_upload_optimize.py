@@ -1,19 +1,10 @@
 """Screenshot optimisation in the process pool (§13.5, §25 optipng note)."""
-# ruff: noqa: F811 - the pytest fixtures imported below are requested by argument name
 
 from __future__ import annotations
 
 import asyncio
 
-from tests.integration.test_upload_support import (  # noqa: F401 - fixtures are used by name
-    Harness,
-    Module,
-    PoolBuilder,
-    harness,
-    image_pool,
-    md5_of,
-    webui,
-)
+from tests.integration.upload_support import Harness, Module, PoolBuilder, md5_of
 
 
 async def test_fifty_screenshots_are_optimised_while_the_loop_keeps_responding(harness: Harness) -> None:
