@@ -50,7 +50,7 @@ ENV_THRESHOLD_MS = "QAWORKER_SLOW_CALLBACK_MS"
 OURS = "slow callback in our code"
 NOT_OURS = "slow callback outside our code"
 TEST_CODE = "slow callback in test code"
-LOAD = "slow callback only waiting for a CPU or the garbage collector"
+LOAD = "slow callback only waiting (for a CPU, the GIL, the garbage collector)"
 MACHINERY = "slow callback mostly in asyncio's own machinery"
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,18 +149,41 @@ class Blame:
 
 @dataclass(frozen=True)
 class SlowCallback:
+    """One slow callback: where its time went, and whose code it was.
+
+    ``wall`` is asyncio's measurement. Of it, the loop thread spent ``cpu`` on a CPU (exact: thread CPU
+    time from the callback's start) and ``cpu_wait`` waiting for one (schedstat); the rest it slept in
+    the kernel, which the sampler splits into blocking calls (file I/O, sleep, DNS: ``io_share``) and
+    waits for a lock — in practice the GIL, held by another thread. Counted as the callback's own
+    doing: its CPU time without garbage collection, plus its blocking calls.
+    """
+
     callback: str  # "task 'slot-1' (Slot.run)" or "callback Foo.bar"
     wall: float  # seconds, as asyncio measured it
     threshold: float
-    cpu_wait: float = 0.0  # the loop thread waited for a CPU meanwhile (machine load)
-    gc_pause: float = 0.0  # the garbage collector ran meanwhile
-    blames: tuple[Blame, ...] = field(default=())  # one per sample, or the coroutine chain
+    cpu: float | None = None  # None: not measured (a loop without the timed ready queue)
+    cpu_wait: float = 0.0
+    gc_pause: float = 0.0
+    io_share: float | None = None  # of the time asleep in the kernel, the share in blocking calls
+    blames: tuple[Blame, ...] = field(default=())  # one per stack sample, or the coroutine chain
     sampled: bool = False
 
     @property
+    def asleep(self) -> float:
+        return max(0.0, self.wall - self.cpu_wait - (self.cpu or 0.0)) if self.cpu is not None else 0.0
+
+    @property
+    def blocking_calls(self) -> float:
+        # No sample of the thread's state while it slept: the sampler could not run either, so the
+        # GIL was held elsewhere (a blocking call releases it and lets the sampler look).
+        return self.asleep * (self.io_share or 0.0)
+
+    @property
     def held(self) -> float:
-        """How long the callback held the loop, without CPU waits and garbage collection."""
-        return max(0.0, self.wall - self.cpu_wait - self.gc_pause)
+        """How long the callback itself kept the loop from running anything else."""
+        if self.cpu is None:
+            return max(0.0, self.wall - self.cpu_wait - self.gc_pause)
+        return max(0.0, self.cpu - self.gc_pause) + self.blocking_calls
 
     @property
     def blocked(self) -> float:
@@ -196,18 +219,25 @@ class SlowCallback:
         return self.kind == OURS
 
     def describe(self) -> str:
-        parts = [f"wall {self.wall * 1000:.0f} ms"]
-        if self.cpu_wait >= 0.001:
-            parts.append(f"{self.cpu_wait * 1000:.0f} ms of it waiting for a CPU")
-        if self.gc_pause >= 0.001:
-            parts.append(f"{self.gc_pause * 1000:.0f} ms garbage collection")
+        ms = lambda seconds: f"{seconds * 1000:.0f} ms"  # noqa: E731
+        parts = [f"wall {ms(self.wall)}"]
+        if self.cpu is not None:
+            parts.append(f"{ms(self.cpu)} on a CPU")
+            if self.blocking_calls >= 0.0005:
+                parts.append(f"{ms(self.blocking_calls)} in blocking calls")
+            if self.asleep - self.blocking_calls >= 0.0005:
+                parts.append(f"{ms(self.asleep - self.blocking_calls)} waiting for the GIL or a lock")
+        if self.cpu_wait >= 0.0005:
+            parts.append(f"{ms(self.cpu_wait)} waiting for a CPU")
+        if self.gc_pause >= 0.0005:
+            parts.append(f"{ms(self.gc_pause)} garbage collection")
         if self.blocked < self.held - 0.0005:
-            parts.append(f"{(self.held - self.blocked) * 1000:.0f} ms asyncio machinery")
-        parts.append(f"threshold {self.threshold * 1000:.0f} ms")
+            parts.append(f"{ms(self.held - self.blocked)} in asyncio machinery")
+        parts.append(f"threshold {ms(self.threshold)}")
         main = self.main
         how = "running" if self.sampled else "not sampled, suspended next at"
         where = main.where() if main is not None else "(no frames)"
-        return f"{self.kind}: {self.blocked * 1000:.0f} ms ({', '.join(parts)}) in {self.callback}; {how} {where}"
+        return f"{self.kind}: {ms(self.blocked)} ({', '.join(parts)}) in {self.callback}; {how} {where}"
 
 
 def short_path(filename: str) -> str:
@@ -261,7 +291,8 @@ def handle_frames(handle: asyncio.Handle) -> tuple[str, list[Frame]]:
     frames = _callable_frames(callback)
     for arg in handle._args or ():  # e.g. a Future's done-callbacks, context.run(func)
         frames += _callable_frames(arg) if callable(arg) else []
-    return f"callback {getattr(callback, '__qualname__', None) or callback!r}", frames
+    name = getattr(callback, "__qualname__", None) or repr(callback)
+    return f"callback {name}", frames
 
 
 def stack_frames(frame: FrameType | None) -> list[Frame]:
@@ -279,12 +310,12 @@ def stack_frames(frame: FrameType | None) -> list[Frame]:
     return [Frame.of(f) for f in frames]
 
 
-# -- run-queue wait (Linux) and garbage collection --------------------------------------------------------
+# -- what the loop thread does (Linux /proc) and garbage collection -----------------------------------------
 
 
-def _open_schedstat(native_id: int) -> int | None:
+def _open_proc(native_id: int, name: str) -> int | None:
     try:
-        return os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY)
+        return os.open(f"/proc/self/task/{native_id}/{name}", os.O_RDONLY)
     except OSError:
         return None
 
@@ -297,6 +328,21 @@ def _read_run_delay(fd: int | None) -> float | None:
         return int(os.pread(fd, 128, 0).split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _asleep_in(stat_fd: int | None, wchan_fd: int | None) -> str | None:
+    """"io" when the thread sleeps in a blocking call, "lock" when on a futex (the GIL, a lock), None when
+    it runs (or we cannot tell)."""
+    if stat_fd is None or wchan_fd is None:
+        return None
+    try:
+        state = os.pread(stat_fd, 512, 0).rsplit(b")", 1)[1].split()[0]
+        if state not in (b"S", b"D"):
+            return None
+        wchan = os.pread(wchan_fd, 128, 0)
+    except (OSError, IndexError):
+        return None
+    return "lock" if b"futex" in wchan else "io"
 
 
 class _GcPauses:
@@ -339,10 +385,14 @@ class StackSampler:
         self.threshold = threshold
         self.period = min(period, threshold / 4)
         self._thread_id = threading.get_ident()
-        self._schedstat = _open_schedstat(threading.get_native_id())
+        native = threading.get_native_id()
+        self._schedstat = _open_proc(native, "schedstat")
+        self._stat = _open_proc(native, "stat")
+        self._wchan = _open_proc(native, "wchan")
         self._lock = threading.Lock()
         self._delays: deque[tuple[float, float]] = deque(maxlen=4096)  # (monotonic, run delay)
         self._samples: tuple[object, list[list[Frame]]] | None = None
+        self._states: tuple[object, dict[str, int]] | None = None  # handle -> {"io": n, "lock": n}
         self._stop = threading.Event()
         _gc_pauses.install()
         self._thread = threading.Thread(target=self._run, name="slow-callback-sampler", daemon=True)
@@ -353,9 +403,10 @@ class StackSampler:
         if self._thread is not threading.current_thread():
             self._thread.join(1)
         with self._lock:
-            if self._schedstat is not None:
-                os.close(self._schedstat)
-                self._schedstat = None
+            for fd in (self._schedstat, self._stat, self._wchan):
+                if fd is not None:
+                    os.close(fd)
+            self._schedstat = self._stat = self._wchan = None
 
     def _run(self) -> None:
         seen: object = None
@@ -374,7 +425,16 @@ class StackSampler:
             if handle is not seen:
                 seen, since, last = handle, now, 0.0
                 continue
-            if handle is None or now - since < self.threshold / 4 or now - last < 2 * self.period:
+            if handle is None or now - since < self.threshold / 4:
+                continue
+            with self._lock:
+                asleep = _asleep_in(self._stat, self._wchan)
+            if asleep is not None:
+                states = self._states
+                if states is None or states[0] is not handle:
+                    states = self._states = (handle, {"io": 0, "lock": 0})
+                states[1][asleep] += 1
+            if now - last < 2 * self.period:
                 continue
             frame = sys._current_frames().get(self._thread_id)
             if frame is None:
@@ -392,6 +452,14 @@ class StackSampler:
     def samples_for(self, handle: object) -> list[list[Frame]]:
         samples = self._samples
         return list(samples[1]) if samples is not None and samples[0] is handle else []
+
+    def io_share(self, handle: object) -> float | None:
+        """Of the samples that found the loop thread asleep during ``handle``, the share in blocking calls."""
+        states = self._states
+        if states is None or states[0] is not handle:
+            return None
+        total = states[1]["io"] + states[1]["lock"]
+        return states[1]["io"] / total if total else None
 
     def cpu_wait(self, start: float, end: float) -> float:
         """Run-queue wait of the loop thread between two monotonic times (0.0 when unknown)."""
@@ -414,6 +482,28 @@ def _interpolate(points: list[tuple[float, float]], t: float) -> float:
     return points[-1][1]
 
 
+class _TimedReady(deque):  # type: ignore[type-arg]
+    """The loop's ready queue, noting the loop thread's CPU time as each callback starts (``_run_once``
+    takes the next handle with ``popleft`` right before running it)."""
+
+    started: tuple[object, float] | None = None
+
+    def popleft(self) -> Any:
+        handle = super().popleft()
+        self.started = (handle, time.thread_time())
+        return handle
+
+    def cpu_of(self, handle: object) -> float | None:
+        started = self.started
+        return time.thread_time() - started[1] if started is not None and started[0] is handle else None
+
+
+def _time_callbacks(loop: asyncio.AbstractEventLoop) -> None:
+    ready = getattr(loop, "_ready", None)
+    if isinstance(ready, deque) and not isinstance(ready, _TimedReady):
+        loop._ready = _TimedReady(ready)  # type: ignore[attr-defined]
+
+
 _samplers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StackSampler] = weakref.WeakKeyDictionary()
 
 
@@ -421,6 +511,7 @@ def enable(loop: asyncio.AbstractEventLoop, threshold: float) -> StackSampler:
     """Debug mode with ``threshold`` seconds on ``loop`` (to run in the calling thread), plus its sampler."""
     loop.set_debug(True)
     loop.slow_callback_duration = threshold
+    _time_callbacks(loop)
     sampler = _samplers.get(loop)
     if sampler is None or sampler.threshold != threshold:
         if sampler is not None:
@@ -470,16 +561,19 @@ def configure(loop: asyncio.AbstractEventLoop | None = None) -> None:
 def analyse(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle | None, wall: float) -> SlowCallback:
     """Everything known about the slow ``handle`` that just ran for ``wall`` seconds on ``loop``."""
     threshold = loop.slow_callback_duration
+    ready = getattr(loop, "_ready", None)
+    cpu = ready.cpu_of(handle) if isinstance(ready, _TimedReady) else None
     sampler = _samplers.get(loop)
     label, frames = handle_frames(handle) if handle is not None else ("unknown callback", [])
-    samples = sampler.samples_for(handle) if sampler is not None and handle is not None else []
     end = time.monotonic()
-    wait = sampler.cpu_wait(end - wall, end) if sampler is not None else 0.0
-    pauses = _gc_pauses.within(end - wall, end)
+    measured = {"cpu": cpu, "gc_pause": _gc_pauses.within(end - wall, end)}
+    if sampler is not None:
+        measured.update(cpu_wait=sampler.cpu_wait(end - wall, end), io_share=sampler.io_share(handle))
+    samples = sampler.samples_for(handle) if sampler is not None and handle is not None else []
     if samples:
         blames = tuple(Blame.of(sample, sampled=True) for sample in samples)
-        return SlowCallback(label, wall, threshold, wait, pauses, blames, sampled=True)
-    return SlowCallback(label, wall, threshold, wait, pauses, (Blame.of(frames, sampled=False),))
+        return SlowCallback(label, wall, threshold, blames=blames, sampled=True, **measured)
+    return SlowCallback(label, wall, threshold, blames=(Blame.of(frames, sampled=False),), **measured)
 
 
 class SlowCallbackFilter(logging.Filter):

@@ -53,7 +53,3 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
         future.add_done_callback(done)
         return future
-
-
-def virtual_clock_loop() -> VirtualClockLoop:
-    return VirtualClockLoop()

@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from app import slowcallbacks
+from tests.clock import VirtualClockLoop
 
 THRESHOLD_MS = 20
 GUARDED_DIRS = ("integration", "e2e", "faults")
@@ -30,9 +34,9 @@ def guarded(path: Path) -> bool:
     return len(relative.parts) > 1 and relative.parts[0] in GUARDED_DIRS
 
 
-class GuardedLoop(asyncio.SelectorEventLoop):
-    """Debug mode with the guard's threshold and stack sampler, for its whole life (pytest-asyncio's runner
-    calls ``set_debug(False)`` unless --asyncio-debug is given: that is ignored here)."""
+class _Guarded(asyncio.BaseEventLoop):
+    """Debug mode with the guard's threshold and stack sampler, for the loop's whole life (pytest-asyncio's
+    runner calls ``set_debug(False)`` unless --asyncio-debug is given: that is ignored here)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,9 +50,12 @@ class GuardedLoop(asyncio.SelectorEventLoop):
         super().close()
 
 
-def guarded_loop() -> asyncio.AbstractEventLoop:
-    """The loop factory of guarded tests."""
-    return GuardedLoop()
+class GuardedLoop(_Guarded, asyncio.SelectorEventLoop):
+    pass
+
+
+class GuardedVirtualClockLoop(_Guarded, VirtualClockLoop):
+    pass
 
 
 def subprocess_env() -> dict[str, str]:
@@ -71,7 +78,11 @@ class Findings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         report = getattr(record, "_slow_callback", None)
-        if isinstance(report, slowcallbacks.SlowCallback) and report.counts and report.ours:
+        try:
+            guarded = isinstance(asyncio.get_running_loop(), _Guarded)  # not a loop a test made on purpose
+        except RuntimeError:
+            guarded = False
+        if guarded and isinstance(report, slowcallbacks.SlowCallback) and report.ours:
             with self._lock:
                 self._found.append(f"in the test process: {report.describe()}")
 
@@ -113,6 +124,61 @@ def install() -> None:
 
 def watch_log(path: Path) -> None:
     findings.watch_log(path)
+
+
+@dataclass(frozen=True)
+class Known:
+    """A slow callback found in a file its owner still has to fix: reported at the end, not failed on."""
+
+    owner: str
+    where: str  # regular expression, searched in the report
+    why: str
+
+    def matches(self, report: str) -> bool:
+        return re.search(self.where, report) is not None
+
+
+# Remove an entry when its owner fixed it; QAWORKER_LOOPGUARD_STRICT=1 fails on these too.
+KNOWN: tuple[Known, ...] = (
+    Known("png", r"in JobReporter\._in_pool\b",
+          "the first submit to the image pool (ProcessPoolExecutor) starts its forkserver workers on the loop "
+          "(100-600 ms): start them off the loop when the pool is made"),
+    Known("png (lead calls it)", r"in make_image_pool\b",
+          "make_image_pool() runs in Worker.run on the loop and starts the forkserver"),
+    Known("lead", r"(backend/worker\.py|app/run\.py):\d+ in \S+ imports ",
+          "imports inside Worker._start / main_async run on the loop: import at module level"),
+)
+
+
+def strict() -> bool:
+    return os.environ.get("QAWORKER_LOOPGUARD_STRICT", "") not in ("", "0")
+
+
+known_hits: Counter[Known] = Counter()
+known_examples: dict[Known, str] = {}
+
+
+def unknown(found: list[str]) -> list[str]:
+    """The findings that fail the test: all of them in strict mode, else those not in KNOWN (counted)."""
+    if strict():
+        return found
+    new = []
+    for report in found:
+        entry = next((k for k in KNOWN if k.matches(report)), None)
+        if entry is None:
+            new.append(report)
+        else:
+            known_hits[entry] += 1
+            known_examples.setdefault(entry, report)
+    return new
+
+
+def summary_lines() -> list[str]:
+    lines = []
+    for entry, count in known_hits.most_common():
+        lines.append(f"{count}x [{entry.owner}] {entry.why}")
+        lines.append(f"    e.g. {known_examples[entry]}")
+    return lines
 
 
 def failure_message(found: list[str]) -> str:
