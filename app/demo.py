@@ -24,6 +24,7 @@ from pathlib import Path
 
 from backend.config import HostConfig, SlotConfig, WorkerConfig
 from backend.events import SlotState
+from backend.metrics import LagProbe
 from backend.mockweb.server import MockWebUI
 from backend.worker import Worker
 
@@ -254,7 +255,8 @@ async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Pat
     config = demo_config(workdir, web.url, slots, first_instance=first)
     worker = Worker(config)
     feeder = DemoFeeder(web, worker, workdir / "loadavg")
-    tasks = [feeder.run()]
+    lag = LagProbe(0.05)  # how late the loop woke up: the summary shows the worst
+    tasks = [feeder.run(), lag.run()]
     if duration:
         tasks.append(_stop_after(worker, duration))
     say(f"qaworker demo: mock web UI at {web.url} (key {DEMO_KEY}), {slots} slots, data in {workdir}")
@@ -262,7 +264,7 @@ async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Pat
         return await main_async(config, no_ui=no_ui, worker=worker, extra_tasks=tuple(tasks))
     finally:
         await feeder.stop()
-        say(f"qaworker demo: {summary(web)}")
+        say(f"qaworker demo: {summary(web)}; event loop lag max {lag.max * 1000:.0f} ms")
         await web.stop()
         await _report_leftover_tasks()
 

@@ -146,7 +146,12 @@ KNOWN: tuple[Known, ...] = (
     Known("png (lead calls it)", r"in make_image_pool\b",
           "make_image_pool() runs in Worker.run on the loop and starts the forkserver"),
     Known("lead", r"(backend/worker\.py|app/run\.py):\d+ in \S+ imports ",
-          "imports inside Worker._start / main_async run on the loop: import at module level"),
+          "imports inside Worker._start / main_async run on the loop (backend.metrics ~700 ms, backend.cache): "
+          "import at module level"),
+    Known("lead", r"in task 'Task-1' \((main_async|run_demo)\); not sampled, suspended next at "
+                  r"backend/worker\.py:\d+ in Worker\.wait_stopped",
+          "main_async's first step up to run_headless's wait (its lazy `from app.headless import` alone is "
+          "~20 ms) runs on the loop"),
 )
 
 

@@ -64,7 +64,7 @@ def results_by_kind(log: str) -> dict[str, list[str]]:
 async def test_demo_exits_zero_and_leaves_nothing_behind(demo: DemoRun) -> None:
     assert demo.code == 0, demo.log[-3000:]
     assert "stopped (exit code 0)" in demo.log
-    assert re.search(r"qaworker demo: jobs .*passed \d+", demo.log), "no summary line"
+    assert re.search(r"qaworker demo: jobs .*passed \d+.*; event loop lag max \d+ ms", demo.log), "no summary line"
     workdir = Path(re.search(r"data in (\S+)", demo.log).group(1))
     assert not workdir.exists(), "the demo's temporary directory was left behind"  # noqa: ASYNC240
     await assert_no_leftovers(demo.pid)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from tests.helpers import require_tools
 from tests.integration.upload_support import Harness, Module, PoolBuilder, md5_of
+
+
+@pytest.fixture(autouse=True)
+def _optimisers_installed() -> None:
+    require_tools("optipng", "pngquant")
 
 
 async def test_fifty_screenshots_are_optimised_while_the_loop_keeps_responding(harness: Harness) -> None:
