@@ -295,8 +295,9 @@ def handle_frames(handle: asyncio.Handle) -> tuple[str, list[Frame]]:
     return f"callback {name}", frames
 
 
-def stack_frames(frame: FrameType | None) -> list[Frame]:
-    """Frames of a loop-thread stack below ``Handle._run`` (the callback's own code), innermost last."""
+def stack_frames(frame: FrameType | None) -> list[Frame] | None:
+    """Frames of a loop-thread stack below ``Handle._run`` (the callback's own code), innermost last; None
+    when no callback runs any more (the loop is already logging it, or between callbacks)."""
     frames: list[FrameType] = []
     while frame is not None:
         frames.append(frame)
@@ -305,9 +306,8 @@ def stack_frames(frame: FrameType | None) -> list[Frame]:
     for index in range(len(frames) - 1, -1, -1):
         code = frames[index].f_code
         if code.co_name == "_run" and os.path.normcase(os.path.abspath(code.co_filename)) == _EVENTS_FILE:
-            frames = frames[index + 1:]
-            break
-    return [Frame.of(f) for f in frames]
+            return [Frame.of(f) for f in frames[index + 1:]]
+    return None
 
 
 # -- what the loop thread does (Linux /proc) and garbage collection -----------------------------------------
@@ -441,6 +441,8 @@ class StackSampler:
                 continue
             frames = stack_frames(frame)
             del frame
+            if frames is None:
+                continue
             last = now
             current = self._samples
             if current is not None and current[0] is handle:

@@ -152,6 +152,9 @@ KNOWN: tuple[Known, ...] = (
                   r"backend/worker\.py:\d+ in Worker\.wait_stopped",
           "main_async's first step up to run_headless's wait (its lazy `from app.headless import` alone is "
           "~20 ms) runs on the loop"),
+    Known("lead", r"in WebUIConnection\._dispatch\b",
+          "a burst of buffered websocket messages is handled in one step, each logged (fault suite: 10 000 junk "
+          "messages, 25-40 ms per step): yield to the loop every few messages"),
 )
 
 
