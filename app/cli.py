@@ -1,7 +1,8 @@
 """The ``qaworker`` command line (PROTOCOL.md §2.5 plus our own sub-commands).
 
     qaworker [run] [options]          run the worker (the options of the Perl worker + ours)
-    qaworker check-config [options]   print the effective settings per slot, secrets masked
+    qaworker check-config [options]   print the effective settings per slot (secrets masked) and where
+                                      each value came from; warn about keys qaworker does not know
     qaworker demo [--no-ui] [--slots N] [--duration S]
     qaworker mockweb --port N [--data-dir D]
 
@@ -60,7 +61,8 @@ def run_parser() -> argparse.ArgumentParser:
 def check_config_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} check-config",
-        description="Print the effective settings per slot (secrets masked) and exit; exit 2 on errors.")
+        description="Print the effective settings per slot (secrets masked) with where each value came "
+        "from, warn (stderr) about keys qaworker does not act on, and exit; exit 2 on errors.")
     _add_config_options(parser)
     return parser
 
@@ -96,22 +98,25 @@ def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     options = options_from(args)
     config = load_config(options)
-    from app.logsetup import defer_warning
     from app.run import run_worker  # lazily: the parser must work without the runtime
     from app.startup import system_config_notice
 
     notice = system_config_notice(config, options)
     if notice:
-        defer_warning(notice)
+        config.warnings.insert(0, notice)  # logged first thing when the log is up
 
     return run_worker(config, no_ui=args.no_ui, log_format=config.log_format,
                       metrics_port=config.metrics_port, metrics_address=config.metrics_address)
 
 
 def cmd_check_config(argv: list[str]) -> int:
+    """The effective configuration on stdout; one warning line per key qaworker does not act on on
+    stderr (still rc 0: upstream passes such keys into the jobs' settings, so they may be meant)."""
     args = check_config_parser().parse_args(argv)
     config: WorkerConfig = load_config(options_from(args))
     print(format_masked(masked(config)))
+    for warning in config.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return 0
 
 

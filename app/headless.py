@@ -10,7 +10,6 @@ app/run.py; this module never imports textual.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from backend import events as ev
@@ -18,6 +17,7 @@ from backend.api import Runtime
 from backend.events import HostState, SlotState
 from backend.sdnotify import Notifier, SystemdReporter
 from backend.state import WorkerView
+from backend.tasks import cancel_and_wait
 
 log = logging.getLogger("qaworker")
 
@@ -42,6 +42,10 @@ def human_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _slot(instance: int | None) -> str:
@@ -104,8 +108,8 @@ def _upload(event: ev.UploadProgress) -> str:
         return f"{head} upload error: {event.last_error}"
     size = f", {human_bytes(event.bytes_done)}" if event.bytes_total or event.bytes_done else ""
     if event.files_total and event.files_done >= event.files_total:
-        return f"{head} uploaded {event.files_done} files{size}"
-    return f"{head} uploading {event.files_done}/{event.files_total} files{size}"
+        return f"{head} uploaded {_plural(event.files_done, 'file')}{size}"
+    return f"{head} uploading {event.files_done}/{_plural(event.files_total, 'file')}{size}"
 
 
 def _cache(event: ev.CacheProgress) -> str:
@@ -277,14 +281,7 @@ async def run_headless(runtime: Runtime, *, notifier: Notifier | None = None, lo
             if event is not None:
                 _safe_handle(logger, event)
         sub.close()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await task
-                except Exception:
-                    log.exception("headless task %s failed", task.get_name())
+        await cancel_and_wait(*tasks)  # a cancellation of run_headless itself propagates
         if own_notifier:
             notifier.close()
     return code

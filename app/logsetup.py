@@ -269,15 +269,6 @@ class _Writer(logging.handlers.QueueListener):
         super().handle(record)
 
 
-_deferred: list[str] = []
-
-
-def defer_warning(message: str) -> None:
-    """A warning found before the log exists (e.g. while reading the configuration): ``setup_logging``
-    logs it once, as the first line."""
-    _deferred.append(message)
-
-
 def setup_logging(level: int | str = logging.INFO, fmt: str = "text", stream: IO[str] | None = None,
                   journald_prefix: bool | None = None, rate_interval: float = 1.0,
                   rate_clock: Callable[[], float] = time.monotonic) -> QueuedHandler:
@@ -312,6 +303,4 @@ def setup_logging(level: int | str = logging.INFO, fmt: str = "text", stream: IO
         logging.getLogger(name).setLevel(quiet)
     # asyncio debug mode (PYTHONASYNCIODEBUG=1, QAWORKER_SLOW_CALLBACK_MS): say which code was slow
     slowcallbacks.configure()
-    while _deferred:
-        logging.getLogger("qaworker").warning(_deferred.pop(0))
     return handler

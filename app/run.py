@@ -70,6 +70,8 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
         setup_logging(level, log_format, stream=stream)
     else:
         setup_logging(level, log_format)
+    for warning in config.warnings:  # unknown or unsupported keys (check-config lists them too)
+        log.warning("%s", warning)
     for slot in config.slots:
         for host in slot.hosts:
             if host.api_secret:

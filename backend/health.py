@@ -34,11 +34,8 @@ from backend.job.pool import PoolDir, PoolLockError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOAD_THRESHOLD = 40.0
 MIN_FREE_SETTING = "QAWORKER_POOL_MIN_FREE_MB"
-DEFAULT_MIN_FREE_MB = 1024
 WORKER_HOSTNAME_REASON = "Unable to determine worker address (WORKER_HOSTNAME)"
-LOAD_AVG_ENV = "OPENQA_LOAD_AVG_FILE"
 _DEFAULT_LOADAVG = Path("/proc/loadavg")
 
 
@@ -97,12 +94,7 @@ def read_load(loadavg_file: Path) -> tuple[str, str, str] | None:
 
 def load_problem(slot: SlotConfig, loadavg_file: Path) -> str | None:
     """§7 check 6: broken while the load is over the threshold and not clearly falling."""
-    raw = slot.get("CRITICAL_LOAD_AVG_THRESHOLD", "40") or "40"
-    try:
-        threshold = float(raw)
-    except ValueError:
-        log.warning("Ignoring non-numeric CRITICAL_LOAD_AVG_THRESHOLD=%r, using 40", raw)
-        raw, threshold = "40", DEFAULT_LOAD_THRESHOLD
+    threshold = slot.tuning.critical_load_avg_threshold  # validated by the config
     if not threshold:
         return None
     load = read_load(loadavg_file)
@@ -110,14 +102,14 @@ def load_problem(slot: SlotConfig, loadavg_file: Path) -> str | None:
         return None
     l1, l5, l15 = (float(v) for v in load)
     if max(l1, l5, l15) > threshold and (l1 > l5 or l1 > l15 or min(l1, l5, l15) > threshold):
-        return (f"The average load ({' '.join(load)}) is exceeding the configured threshold of {raw}. "
+        return (f"The average load ({' '.join(load)}) is exceeding the configured threshold of {threshold:g}. "
                 "The worker will temporarily not accept new jobs until the load is lower again.")
     return None
 
 
 def disk_problem(slot: SlotConfig, pool_dir: Path) -> str | None:
     """qaworker addition: too little free space where the job's disks and results go."""
-    min_free_mb = slot.get_int(MIN_FREE_SETTING, DEFAULT_MIN_FREE_MB)
+    min_free_mb = slot.tuning.pool_min_free_mb
     if min_free_mb <= 0:
         return None
     try:
@@ -148,13 +140,13 @@ def _local_checks(slot: SlotConfig, pool: PoolDir, worker_hostname: str | None, 
 
 async def check_availability(
     slot: SlotConfig, pool: PoolDir, *, worker_hostname: str | None, no_cleanup: bool,
-    extra_checks: Sequence[Callable[[], Awaitable[str | None]]] = (), loadavg_file: Path = _DEFAULT_LOADAVG,
+    extra_checks: Sequence[Callable[[], Awaitable[str | None]]] = (), loadavg_file: Path | None = None,
 ) -> Availability:
     """Evaluate §7 for one slot; the first problem wins. Takes the pool lock on the way (kept)."""
     for check in extra_checks:
         reason = await check()
         if reason:
             return Availability(reason)
-    if loadavg_file == _DEFAULT_LOADAVG and os.environ.get(LOAD_AVG_ENV):
-        loadavg_file = Path(os.environ[LOAD_AVG_ENV])
+    if loadavg_file is None or loadavg_file == _DEFAULT_LOADAVG:  # QAWORKER_LOADAVG_FILE / OPENQA_LOAD_AVG_FILE
+        loadavg_file = slot.tuning.loadavg_file
     return await asyncio.to_thread(_local_checks, slot, pool, worker_hostname, no_cleanup, loadavg_file)

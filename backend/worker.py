@@ -1,90 +1,88 @@
-"""The Worker: all slots of one process, their shared resources, and the command API for the faces."""
+"""The Worker: all slots of one process, their shared resources, and the command API for the faces.
+
+``Worker.run`` is the one awaitable of the backend (hypercorn's shape): it starts the shared
+resources, serves every slot as a child of one TaskGroup, and returns the exit code. A quit gives
+the jobs ``QUIT_DEADLINE`` seconds (an ``asyncio.timeout`` rescheduled by ``quit()``); after that
+the slots are cancelled, which still kills every isotovideo tree. A failing slot is logged and
+started afresh; it never takes the other slots' jobs down. A cancellation of ``run`` itself is
+not swallowed: it tears down and propagates.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from backend import __version__
 from backend import events as ev
-from backend.config import WorkerConfig
+from backend.config import SlotConfig, WorkerConfig
 from backend.engine.isotovideo import detect_interface_version, set_child_subreaper
 from backend.engine.watch import prepare as prepare_watch
 from backend.events import EventBus
 from backend.health import worker_hostname
 from backend.job.status import make_image_pool
-from backend.slot import Slot
+from backend.slot import Slot, SlotServices, StopFlags
 from backend.state import WorkerView
-from backend.webui.client import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 QUIT_DEADLINE = 90.0  # seconds a quit may take before jobs are cut short
+SLOT_RESTART_DELAY = 5.0  # after a slot failed unexpectedly
+
+RequestObserverFactory = Callable[[str], Callable[[str, str, int | None, bool], None]]
 
 
 class Worker:
     """Implements ``backend.api.Runtime``."""
 
     def __init__(self, config: WorkerConfig, *, bus: EventBus | None = None,
-                 request_observer: Callable[[str], Callable[[str, str, int | None, bool], None]] | None = None
-                 ) -> None:
+                 request_observer: RequestObserverFactory | None = None) -> None:
         self.config = config
         self.bus = bus or EventBus()
         self.view = WorkerView()
         self.bus.add_listener(self.view.apply)
         self._request_observer = request_observer
+        self.flags = StopFlags()
         self.slots: list[Slot] = []
-        self.cache: Any = None
-        self.image_pool: Any = None
-        self.interface_version = 0
-        self.worker_hostname: str | None = None
-        self.draining = False
-        self.quitting = False
+        self.services: SlotServices | None = None
         self.exit_code = 0
         self._stopped = asyncio.Event()
-        self._quit_deadline: asyncio.TimerHandle | None = None
-        self._main: asyncio.Task | None = None
+        self._deadline: asyncio.Timeout | None = None
 
     @property
     def stopping(self) -> bool:
-        return self.draining or self.quitting
+        return self.flags.stopping
 
-    def request_observer(self, base_url: str) -> Callable[[str, str, int | None, bool], None] | None:
-        """The metrics hook for one web UI's API client (None without metrics)."""
-        return self._request_observer(base_url) if self._request_observer is not None else None
+    @property
+    def quitting(self) -> bool:
+        return self.flags.quitting
 
     # -- Runtime command API -------------------------------------------------------------------------
 
     def drain(self) -> None:
         if self.stopping:
             return
-        self.draining = True
-        log.info("finishing the current jobs, then stopping (no new jobs)")
+        self.flags.draining = True  # the faces log the WorkerStopping event
         self.bus.publish(ev.WorkerStopping(mode="drain"))
         for slot in self.slots:
             slot.finish_when_idle()
 
     def quit(self) -> None:
-        if self.quitting:
+        if self.flags.quitting:
             return
-        self.quitting = True
-        log.info("stopping: current jobs end with reason quit")
+        self.flags.quitting = True  # the faces log the WorkerStopping event
         self.bus.publish(ev.WorkerStopping(mode="quit"))
         for slot in self.slots:
-            for client in slot.clients.values():  # a dead web UI must not hold the exit for long
-                client.retry = RetryPolicy(attempts=3, delay=min(client.retry.delay, 2.0),
-                                           busy_delay=min(client.retry.busy_delay, 5.0), max_retry_after=5.0)
             slot.quit()
-        with contextlib.suppress(RuntimeError):
-            self._quit_deadline = asyncio.get_running_loop().call_later(QUIT_DEADLINE, self._force_stop)
+        if self._deadline is not None:
+            self._deadline.reschedule(asyncio.get_running_loop().time() + QUIT_DEADLINE)
 
-    def abort_job(self, instance: int) -> bool:
+    def abort_job(self, instance: int, job_id: int | None = None) -> bool:
+        """Abort the job of a slot (only if it is still ``job_id``, when given)."""
         for slot in self.slots:
             if slot.instance == instance:
-                return slot.abort()
+                return slot.abort(job_id)
         return False
 
     async def wait_stopped(self) -> int:
@@ -94,14 +92,16 @@ class Worker:
     # -- running ----------------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        self._main = asyncio.current_task()
         try:
             await self._start()
-            async with asyncio.TaskGroup() as tg:
-                for slot in self.slots:
-                    tg.create_task(slot.run(), name=f"slot-{slot.instance}")
-        except asyncio.CancelledError:
-            log.error("worker stopped forcibly")
+            async with asyncio.timeout(None) as self._deadline:
+                if self.flags.quitting:
+                    self._deadline.reschedule(asyncio.get_running_loop().time() + QUIT_DEADLINE)
+                async with asyncio.TaskGroup() as tg:
+                    for index in range(len(self.slots)):
+                        tg.create_task(self._serve_slot(index), name=f"slot-{self.slots[index].instance}")
+        except TimeoutError:
+            log.error("quit took longer than %.0f s; the remaining jobs were cut short", QUIT_DEADLINE)
             self.exit_code = self.exit_code or 1
         except Exception:
             log.exception("worker failed")
@@ -113,62 +113,78 @@ class Worker:
     async def _start(self) -> None:
         set_child_subreaper()
         await asyncio.to_thread(prepare_watch)
-        self.interface_version = await detect_interface_version(self.config.isotovideo)
+        interface_version = await detect_interface_version(self.config.isotovideo)
         hosts = [h for s in self.config.slots for h in s.hosts]
         configured = self.config.slots[0].settings.get("WORKER_HOSTNAME") if self.config.slots else None
-        self.worker_hostname = worker_hostname(hosts, configured)
-        self.image_pool = make_image_pool()
+        hostname = await asyncio.to_thread(worker_hostname, hosts, configured)  # may ask DNS (getfqdn)
+        cache = None
         if self.config.cache_dir is not None:
             from backend.cache import AssetCache
 
-            self.cache = AssetCache(self.config.cache_dir, limit_bytes=int(self.config.cache_limit_gib * 1024 ** 3),
-                                    min_free_percentage=self.config.cache_min_free_percentage, bus=self.bus)
-            await self.cache.open()
-        self.slots = [Slot(self, sc) for sc in self.config.slots]
+            tuning = self.config.tuning
+            assert tuning is not None
+            cache = AssetCache(self.config.cache_dir, limit_bytes=int(tuning.cache_limit_gib * 1024 ** 3),
+                               min_free_percentage=tuning.cache_min_free_percentage, bus=self.bus,
+                               rsync_tries=tuning.rsync_retries, rsync_retry_delay=tuning.rsync_retry_period,
+                               rsync_timeout=int(tuning.rsync_timeout))
+            await cache.open()
+        self.services = SlotServices(
+            bus=self.bus, prjdir=self.config.prjdir, isotovideo=self.config.isotovideo,
+            no_cleanup=self.config.no_cleanup, env=self.config.env, interface_version=interface_version,
+            worker_hostname=hostname, image_pool=make_image_pool(), flags=self.flags, cache=cache,
+            test_sync_attempts=self.config.tuning.cache_test_sync_attempts if self.config.tuning else 3,
+            request_observer=self._observer_for, on_incompatible=self.quit, on_all_disabled=self._slot_disabled)
+        self.slots = list(await asyncio.gather(*(Slot.create(sc, self.services) for sc in self.config.slots)))
         log.info("qaworker %s: slots %s, web UIs %s, isotovideo %s (interface v%d), WORKER_HOSTNAME %s",
                  __version__, [s.instance for s in self.slots], sorted({h.configured for h in hosts}),
-                 self.config.isotovideo, self.interface_version, self.worker_hostname)
+                 self.config.isotovideo, interface_version, hostname)
         self.bus.publish(ev.WorkerStarted(version=__version__, instances=tuple(s.instance for s in self.slots),
                                           hosts=tuple(dict.fromkeys(h.configured for h in hosts))))
-        if self.stopping:
-            for slot in self.slots:
-                slot.quit() if self.quitting else slot.finish_when_idle()
+        for slot in self.slots:  # a stop asked for while starting
+            if self.flags.quitting:
+                slot.quit()
+            elif self.flags.draining:
+                slot.finish_when_idle()
+
+    async def _serve_slot(self, index: int) -> None:
+        """Run one slot; an unexpected failure is logged and the slot starts afresh (unless stopping)."""
+        while True:
+            slot = self.slots[index]
+            try:
+                await slot.run()
+                return
+            except Exception:
+                log.exception("[slot %d] failed unexpectedly; the other slots go on", slot.instance)
+                self.bus.publish(ev.Notice(level="error", instance=slot.instance,
+                                           message=f"slot {slot.instance} failed unexpectedly and restarts"))
+            if self.stopping:
+                return
+            await asyncio.sleep(SLOT_RESTART_DELAY)
+            assert self.services is not None
+            self.slots[index] = await Slot.create(self._slot_config(slot.instance), self.services)
+
+    def _slot_config(self, instance: int) -> SlotConfig:
+        return next(sc for sc in self.config.slots if sc.instance == instance)
 
     async def _shutdown(self) -> None:
-        if self._quit_deadline is not None:
-            self._quit_deadline.cancel()
-        if self.cache is not None:
-            with contextlib.suppress(Exception):
-                await self.cache.close()
-        if self.image_pool is not None:
-            self.image_pool.shutdown(wait=False, cancel_futures=True)
+        services = self.services
+        if services is not None and services.cache is not None:
+            try:
+                await services.cache.close()
+            except Exception:
+                log.exception("closing the asset cache failed")
+        if services is not None:
+            services.image_pool.shutdown(wait=False, cancel_futures=True)
         self.bus.publish(ev.WorkerStopped(exit_code=self.exit_code))
         self._stopped.set()
 
-    def _force_stop(self) -> None:
-        log.error("quit took longer than %.0f s; ending the remaining jobs now", QUIT_DEADLINE)
-        if self._main is not None:
-            self._main.cancel()
+    def _observer_for(self, base_url: str) -> Callable[[str, str, int | None, bool], None] | None:
+        """The metrics hook for one web UI's API client (None without metrics)."""
+        return self._request_observer(base_url) if self._request_observer is not None else None
 
-    def slot_disabled(self, slot: Slot) -> None:
+    def _slot_disabled(self) -> None:
         if all(s.all_disabled for s in self.slots):
             log.error("no web UI accepts this worker; exiting")
             self.exit_code = 1
             for s in self.slots:
                 s.finish_when_idle()
-
-    # -- per-job seams for the cache -------------------------------------------------------------------
-
-    def asset_provider(self, conn: Any, job_id: int) -> Any:
-        if self.cache is None:
-            return None
-        from backend.cache.provider import CacheAssetProvider
-
-        return CacheAssetProvider(self.cache, conn.client, conn.host, job_id)
-
-    def tests_dir_provider(self, conn: Any) -> Any:
-        if self.cache is None or not conn.host.testpoolserver:
-            return None
-        from backend.cache.provider import tests_dir_provider
-
-        return tests_dir_provider(self.cache, conn.host)

@@ -1,7 +1,6 @@
 """The asset cache and test sync, in-process and safe for several qaworker processes (PROTOCOL.md §18)."""
 
 from backend.cache.errors import ASSET_FAILURE, CACHE_FAILURE, CacheError
-from backend.cache.link import link_into
 from backend.cache.service import AssetCache, CacheStats
 
-__all__ = ["ASSET_FAILURE", "CACHE_FAILURE", "AssetCache", "CacheError", "CacheStats", "link_into"]
+__all__ = ["ASSET_FAILURE", "CACHE_FAILURE", "AssetCache", "CacheError", "CacheStats"]

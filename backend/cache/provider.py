@@ -1,23 +1,22 @@
-"""The seam between job setup and the asset cache: assets and tests come through the cache."""
+"""The asset cache as the provider of assets and tests for job setup (``backend.ports``)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from backend.cache.errors import CacheError
 from backend.cache.service import AssetCache
 from backend.config import HostConfig
-from backend.job.setup import SetupError, looks_like_url
+from backend.ports import ProvisionError
 from backend.webui.client import ApiClient
 
 log = logging.getLogger(__name__)
 
 
 class CacheAssetProvider:
-    """``AssetProvider`` for setup_job: downloads through the shared cache (one download per asset)."""
+    """``AssetProvider``: downloads through the shared cache (one download per asset)."""
 
     def __init__(self, cache: AssetCache, client: ApiClient, host: HostConfig, job_id: int) -> None:
         self.cache = cache
@@ -32,20 +31,26 @@ class CacheAssetProvider:
         except CacheError as exc:
             if exc.detail:
                 log.warning("[job %d] %s: %s", job_id, exc.message, exc.detail)
-            raise SetupError(exc.category, exc.message) from exc
+            raise ProvisionError(exc.category, exc.message) from exc
 
 
-def tests_dir_provider(cache: AssetCache, host: HostConfig) -> Callable[[Any], Awaitable[Path | None]]:
-    """Sync the tests from TESTPOOLSERVER into the cache before setup (skipped for git CASEDIR+NEEDLES_DIR)."""
+class CacheTestsProvider:
+    """``TestsProvider``: syncs the tests from TESTPOOLSERVER into the cache before setup."""
 
-    async def provide(job: Any) -> Path | None:
-        settings = job.settings
-        if looks_like_url(settings.get("CASEDIR", "")) and looks_like_url(settings.get("NEEDLES_DIR", "")):
-            return None
+    def __init__(self, cache: AssetCache, host: HostConfig, *, attempts: int = 3) -> None:
         assert host.testpoolserver
-        try:
-            return await cache.sync_tests(host.cache_host, host.testpoolserver)
-        except CacheError as exc:
-            raise SetupError(exc.category, exc.message) from exc
+        self.cache = cache
+        self.host = host
+        self.testpoolserver = host.testpoolserver
+        self.attempts = max(1, attempts)  # whole syncs, each with rsync's own retries
 
-    return provide
+    async def provide(self, settings: Mapping[str, str]) -> Path | None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.cache.sync_tests(self.host.cache_host, self.testpoolserver)
+            except CacheError as exc:
+                if attempt == self.attempts:
+                    raise ProvisionError(exc.category, exc.message) from exc
+                log.warning("test sync from %s failed (attempt %d of %d): %s", self.testpoolserver, attempt,
+                            self.attempts, exc.message)
+        return None

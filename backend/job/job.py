@@ -20,7 +20,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from backend import events as ev
 from backend.config import HostConfig, SlotConfig
 from backend.engine import cmdsrv
 from backend.engine.isotovideo import IsotovideoProcess, build_command
@@ -28,8 +27,18 @@ from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
 from backend.job.joblog import JobLog
-from backend.job.setup import AssetProvider, SetupError, SetupInput, job_timeouts, ports_for, setup_job
+from backend.job.setup import (
+    SetupError,
+    SetupInput,
+    SetupResult,
+    job_timeouts,
+    needs_synced_tests,
+    ports_for,
+    setup_job,
+)
 from backend.job.status import JobReporter, ReporterContext
+from backend.ports import AssetProvider, TestsProvider
+from backend.tasks import PhaseEnd, run_phase
 from backend.webui.client import ApiClient, ApiError
 from backend.webui.messages import JobInfo
 
@@ -40,11 +49,10 @@ SETUP_HEARTBEAT_INTERVAL = 5.0
 
 class JobState(StrEnum):
     NEW = "new"
-    ACCEPTING = "accepting"
-    ACCEPTED = "accepted"
     SETUP = "setup"
     RUNNING = "running"
     STOPPING = "stopping"
+    UPLOADING = "uploading"
     STOPPED = "stopped"
 
 
@@ -61,9 +69,10 @@ class JobContext:
     worker_hostname: str
     image_pool: Executor
     assets: AssetProvider | None = None
-    tests_dir_provider: Callable[[Any], Any] | None = None  # async (job) -> Path | None (cache test sync)
+    tests: TestsProvider | None = None  # synced tests from TESTPOOLSERVER (through the cache)
     stop_grace: float = 30.0
     on_state: Callable[[Job], None] | None = None  # the slot re-publishes slot state / worker_status
+    on_reported: Callable[[Job], None] | None = None  # set_done was answered (or given up)
 
 
 @dataclass(frozen=True)
@@ -90,21 +99,23 @@ class Job:
         self.log = JobLog(self.pool_dir, ctx.slot.instance, self.id)
         self.marker = f"qaworker-{os.getpid()}-{ctx.slot.instance}-{self.id}-{time.monotonic_ns()}"
         qemuport, _vnc = ports_for(ctx.slot.instance)
-        self.cmd_srv_url = f"http://localhost:{qemuport + 1}/{self.settings.get('JOBTOKEN', '')}"
+        jobtoken = self.settings.get("JOBTOKEN", "")
+        self.cmd_srv_url = cmdsrv.cmd_srv_url(qemuport, jobtoken)
+        self._cmd_srv_ws = cmdsrv.ws_url(qemuport, jobtoken)
         self.reporter = JobReporter(ReporterContext(
             client=ctx.client, job_id=self.id, worker_id=ctx.worker_id, instance=ctx.slot.instance,
             pool_dir=self.pool_dir, settings=dict(self.settings), cmd_srv_url=self.cmd_srv_url,
             worker_hostname=ctx.worker_hostname, livehandler_base=ctx.livehandler_base, bus=ctx.bus,
             image_pool=ctx.image_pool, request_stop=self.request_stop))
         self._started_at = time.monotonic()
-        self._tasks: list[asyncio.Task] = []
         self._upload_task: asyncio.Task | None = None
         self._quit_during_upload = False
 
     # -- commands from outside ---------------------------------------------------------------------
 
-    def request_stop(self, reason: str, detail: str = "") -> None:
+    def request_stop(self, reason: oc.StopReason | str, detail: str = "") -> None:
         """Ask the job to stop; the first request wins (later ones are logged)."""
+        reason = oc.StopReason(reason)
         if self.stop_request is not None:
             if reason == oc.QUIT and self._upload_task is not None and not self._upload_task.done():
                 # The worker is quitting: don't keep it waiting for the final uploads (the job is
@@ -116,7 +127,8 @@ class Job:
             log.debug("[job %d] already stopping (%s), ignoring %s", self.id, self.stop_request.reason, reason)
             return
         self.stop_request = oc.StopRequest(reason, detail)
-        self.log.note(f"Stopping job {self.id} ({reason}{': ' + detail if detail else ''})")
+        if reason is not oc.DONE:  # a normal end is told by "Isotovideo exit status: 0"
+            self.log.note(f"Stopping job {self.id}: {reason}{': ' + detail if detail else ''}")
         self._stop_event.set()
 
     def set_live_viewers(self, count: int) -> None:
@@ -124,10 +136,6 @@ class Job:
 
     def enable_developer_session(self) -> None:
         self.reporter.enable_developer_session()
-
-    @property
-    def is_active(self) -> bool:
-        return self.state in (JobState.SETUP, JobState.RUNNING)
 
     def status_info(self) -> dict[str, Any]:
         """The job object for worker_status (§6.2): as received, plus the command server URL."""
@@ -149,8 +157,10 @@ class Job:
             # The worker gave up waiting (quit deadline): at least leave no process behind.
             self.request_stop(oc.QUIT)
             if self.process is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.shield(self.process.stop(min(self.ctx.stop_grace, 5.0)))
+                except Exception:
+                    log.exception("[job %d] stopping isotovideo after cancellation failed", self.id)
             raise
 
     async def _run_phases(self) -> None:
@@ -158,62 +168,42 @@ class Job:
         self.log.autoinst(f"[{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}] +++ setup notes +++\n"
                           f"Running on {os.uname().nodename}:{self.ctx.slot.instance} "
                           f"({' '.join(os.uname()[i] for i in (0, 2, 3, 4))})")
-        result = await self._guarded(self._setup(), self.max_setup_time,
-                                     "timeout: setup exceeded MAX_SETUP_TIME", heartbeat=True)
-        if result is None:
+        try:
+            setup = await run_phase(self._setup(), stop=self._stop_event, timeout=self.max_setup_time,
+                                    companions=[self._setup_heartbeats()])
+        except SetupError as exc:
+            self.request_stop(oc.SETUP_FAILURE, exc.reason)
             return
-        self.reporter.ctx.settings = {k: str(v) for k, v in result.vars.items()}
-        if not await self._start_isotovideo(result.env):
+        if setup.end is PhaseEnd.TIMED_OUT:
+            self.request_stop(oc.TIMEOUT, "timeout: setup exceeded MAX_SETUP_TIME")
+        if setup.value is None:
+            return
+        self.reporter.ctx.settings = {k: str(v) for k, v in setup.value.vars.items()}
+        if not await self._start_isotovideo(setup.value.env):
             return
         self._set_state(JobState.RUNNING)
         self.reporter.start()
-        watcher = PoolWatcher(self.pool_dir, self.reporter.trigger)
-        monitor = cmdsrv.CommandServerMonitor(_ws_url(self.cmd_srv_url), lambda _s: self.reporter.trigger())
-        self._tasks += [asyncio.create_task(watcher.run(), name=f"watch-{self.id}"),
-                        asyncio.create_task(monitor.run(), name=f"cmdsrv-{self.id}")]
         assert self.process is not None
-        exit_code = await self._guarded(self.process.wait(), self.max_job_time,
-                                        "timeout: test execution exceeded MAX_JOB_TIME")
-        if exit_code is not None and self.stop_request is None:
+        # the pool watcher and the command server's websocket feed the live status while it runs
+        watcher = PoolWatcher(self.pool_dir, self.reporter.trigger)
+        monitor = cmdsrv.CommandServerMonitor(self._cmd_srv_ws, lambda _s: self.reporter.trigger())
+        run = await run_phase(self.process.wait(), stop=self._stop_event, timeout=self.max_job_time,
+                              companions=[watcher.run(), monitor.run()])
+        if run.end is PhaseEnd.TIMED_OUT:
+            self.request_stop(oc.TIMEOUT, "timeout: test execution exceeded MAX_JOB_TIME")
+        elif run.end is PhaseEnd.FINISHED and self.stop_request is None:
+            exit_code = run.value
             self.log.autoinst(f"Isotovideo exit status: {exit_code}")
             self.request_stop(oc.DONE if exit_code == 0 else oc.DIED)
 
-    async def _setup(self):
+    async def _setup(self) -> SetupResult:
         tests_dir = None
-        if self.ctx.tests_dir_provider is not None:
-            tests_dir = await self.ctx.tests_dir_provider(self)
+        if self.ctx.tests is not None and needs_synced_tests(self.settings):
+            tests_dir = await self.ctx.tests.provide(self.settings)
         inp = SetupInput(job=self.info.model_dump(), slot=self.ctx.slot, host=self.ctx.host,
                          worker_id=self.ctx.worker_id, pool_dir=self.pool_dir, prjdir=self.ctx.prjdir,
                          worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir)
         return await setup_job(inp)
-
-    async def _guarded(self, coro, timeout: float, timeout_text: str, heartbeat: bool = False):
-        """Run ``coro`` until it finishes, a stop is requested, or ``timeout`` passes.
-
-        Returns its result, or None when the job is to stop (the stop request says why).
-        """
-        task = asyncio.ensure_future(coro)
-        stop_wait = asyncio.create_task(self._stop_event.wait())
-        beats = asyncio.create_task(self._setup_heartbeats()) if heartbeat else None
-        try:
-            done, _ = await asyncio.wait({task, stop_wait}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-            if beats is not None:
-                beats.cancel()
-        if task in done:
-            try:
-                return task.result()
-            except SetupError as exc:
-                self.request_stop(oc.SETUP_FAILURE, f"{exc.category}: {exc}")
-                return None
-        if not done:
-            self.request_stop(oc.TIMEOUT, timeout_text)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        return None
 
     async def _setup_heartbeats(self) -> None:
         """Tell the web UI the job is alive while setup waits on downloads (§10.2 step 11)."""
@@ -249,8 +239,6 @@ class Job:
         stop = self.stop_request or oc.StopRequest(oc.EXCEPTION, "stopped without a reason")
         was_active = self.state in (JobState.SETUP, JobState.RUNNING)
         self._set_state(JobState.STOPPING)
-        for task in self._tasks:
-            task.cancel()
         quitting = stop.reason == oc.QUIT
         attempts = 3 if quitting else None
         try:
@@ -261,7 +249,7 @@ class Job:
                               f"\nResult: {stop.reason}")
             await self.log.flush()
             if was_active and stop.reason not in oc.SKIP_UPLOADS:
-                self._set_uploading()
+                self._set_state(JobState.UPLOADING)
                 stop = await self._final_uploads(stop)
                 quitting = quitting or stop.reason == oc.QUIT
             await self.reporter.stop_periodic()
@@ -272,9 +260,8 @@ class Job:
             decision = await self._decide(stop)
             result = await self._set_done(decision) if was_active or stop.reason != oc.QUIT else "incomplete"
         finally:
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            if self.ctx.on_reported is not None:
+                self.ctx.on_reported(self)
             await self.log.close()
         self._set_state(JobState.STOPPED)
         final = result or decision.result or "none"
@@ -286,8 +273,9 @@ class Job:
         try:
             error = await self._upload_task
         except asyncio.CancelledError:
-            if not self._quit_during_upload:
-                raise
+            current = asyncio.current_task()
+            if not self._quit_during_upload or (current is not None and current.cancelling()):
+                raise  # not (only) our own abandoning of the uploads: a cancellation of the job
             return oc.StopRequest(oc.QUIT)
         if error:
             self.log.note(f"Upload failed: {error}", logging.ERROR)
@@ -302,10 +290,6 @@ class Job:
             await cmdsrv.broadcast(self.cmd_srv_url, {"stopping_test_execution": stop.reason})
         await process.stop(self.ctx.stop_grace)
         return stop
-
-    def _set_uploading(self) -> None:
-        self.ctx.bus.publish(ev.SlotStateChanged(instance=self.ctx.slot.instance, state=ev.SlotState.UPLOADING,
-                                                 job_id=self.id))
 
     async def _duplicate(self, stop: oc.StopRequest, attempts: int | None) -> oc.StopRequest:
         try:
@@ -346,11 +330,6 @@ class Job:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self._started_at
-
-
-def _ws_url(cmd_srv_url: str) -> str:
-    # The command server listens on all interfaces; talk to it over loopback.
-    return "ws://127.0.0.1" + cmd_srv_url.removeprefix("http://localhost") + "/ws"
 
 
 def _read_tail(path: Path, size: int = 65536) -> str:

@@ -5,23 +5,43 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-# Stop reasons (PROTOCOL.md §14.1)
-DONE = "done"
-DIED = "died"
-CANCEL = "cancel"
-OBSOLETE = "obsolete"
-ABORT = "abort"
-QUIT = "quit"
-API_FAILURE = "api-failure"
-TIMEOUT = "timeout"
-SETUP_FAILURE = "setup failure"
-WORKER_BROKEN = "worker broken"
-NO_TESTS = "no tests scheduled"
-EXCEPTION = "exception"
 
+class StopReason(StrEnum):
+    """Why a job stops (PROTOCOL.md §14.1). The values are the protocol's words."""
+
+    DONE = "done"
+    DIED = "died"
+    CANCEL = "cancel"
+    OBSOLETE = "obsolete"
+    ABORT = "abort"
+    QUIT = "quit"
+    API_FAILURE = "api-failure"
+    TIMEOUT = "timeout"
+    SETUP_FAILURE = "setup failure"
+    WORKER_BROKEN = "worker broken"
+    NO_TESTS = "no tests scheduled"
+    EXCEPTION = "exception"
+
+
+DONE = StopReason.DONE
+DIED = StopReason.DIED
+CANCEL = StopReason.CANCEL
+OBSOLETE = StopReason.OBSOLETE
+ABORT = StopReason.ABORT
+QUIT = StopReason.QUIT
+API_FAILURE = StopReason.API_FAILURE
+TIMEOUT = StopReason.TIMEOUT
+SETUP_FAILURE = StopReason.SETUP_FAILURE
+WORKER_BROKEN = StopReason.WORKER_BROKEN
+NO_TESTS = StopReason.NO_TESTS
+EXCEPTION = StopReason.EXCEPTION
+
+# the stop commands the web UI sends (and the worker itself, for quit)
 COMMANDS = (QUIT, ABORT, CANCEL, OBSOLETE)
+# results are not uploaded for these (§14.2 step 4)
 SKIP_UPLOADS = (QUIT, ABORT, API_FAILURE)
 UPLOAD_ASSETS = (DONE, CANCEL)
 OK_RESULTS = ("passed", "softfailed")
@@ -29,7 +49,7 @@ OK_RESULTS = ("passed", "softfailed")
 
 @dataclass(frozen=True)
 class StopRequest:
-    reason: str
+    reason: StopReason
     detail: str = ""  # setup error text, timeout kind, api error text, ...
 
 

@@ -50,10 +50,6 @@ def _as_id(item: Any) -> int:
         raise SequenceError(f"invalid job id {item!r} in sequence") from exc
 
 
-def all_ids(sequence: list[Any]) -> list[int]:
-    return [q.job_id for q in flatten_sequence(sequence)]
-
-
 class JobQueue:
     """The pending part of a sequence; decides which job comes next and which are skipped."""
 
@@ -85,7 +81,3 @@ class JobQueue:
             self._failed.add(queued.job_id)  # skipped counts as failed: the whole sub-tree goes
             return queued, "skipped"
         return queued, None
-
-    def drain_all(self) -> list[QueuedJob]:
-        rest, self._pending = self._pending, []
-        return rest

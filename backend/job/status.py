@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.events import DeveloperSession, EventBus, JobProgress, LiveViewers, LogLines, ModuleStatus
+from backend.job import outcome as oc
 from backend.job.imageopt import OPTIMIZE_ATTEMPTS, OptimizeError, md5_file, optimize_image
 from backend.job.imageopt import make_image_pool as make_image_pool
 from backend.job.results import ReadResult, ResultsReader, attach_md5
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 STATUS_INTERVAL = 10.0
 LIVE_STATUS_INTERVAL = 1.0
 MIN_ROUND_SPACING = 0.3
-NO_UPLOAD_REASONS = ("quit", "abort", "api-failure")
-ASSET_REASONS = ("done", "cancel")
 
 
 @dataclass
@@ -392,12 +391,12 @@ class JobReporter:
     # -- the end of the job (§14.2 step 6) -----------------------------------------------------------
     async def final_uploads(self, reason: str) -> str | None:
         """Upload ulogs, assets (done/cancel only) and logs. Returns None or "api failure: <error>"."""
-        if reason in NO_UPLOAD_REASONS:
+        if reason in oc.SKIP_UPLOADS:
             return None
         settings = UploadSettings.from_settings(self.ctx.settings)
         uploader = ArtefactUploader(self.ctx.client, self.ctx.job_id, settings, self.tracker)
         errors = [await self._upload_ulogs(uploader)]
-        if reason in ASSET_REASONS:
+        if reason in oc.UPLOAD_ASSETS:
             errors.append(await self._upload_assets(uploader))
         errors.append(await self._upload_logs(uploader))
         self.tracker.publish(force=True)

@@ -19,10 +19,13 @@ import os
 import random
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.config import SlotTuning, bool_or
+from backend.config.tuning import resolve
 from backend.events import EventBus, UploadProgress
 from backend.fsutil import write_atomic
 from backend.job.storable import encode_chunk
@@ -43,19 +46,6 @@ class UploadFailed(Exception):
     """An upload that failed for good; ``str()`` names the file."""
 
 
-def _truthy(value: str | None, default: bool) -> bool:
-    if value is None or str(value).strip() == "":
-        return default
-    return str(value).strip().lower() not in ("0", "false", "no", "off")
-
-
-def _num(value: str | None, default: float) -> float:
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
-        return default
-
-
 @dataclass(frozen=True)
 class UploadSettings:
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -64,17 +54,24 @@ class UploadSettings:
     local_upload: bool = True
     optimize: bool = True
     use_pngquant: bool = False
+    optimize_attempts: int = 5  # OPENQA_WORKER_OPTIMIZE_ATTEMPTS
+    optimize_retry_delay: float = 1.0  # OPENQA_WORKER_OPTIMIZE_RETRY_DELAY
 
     @classmethod
-    def from_settings(cls, settings: dict[str, str], env: dict[str, str] | None = None) -> UploadSettings:
-        env = os.environ if env is None else env
-        delay = settings.get("QAWORKER_UPLOAD_DELAY") or env.get("OPENQA_UPLOAD_DELAY")
-        return cls(chunk_size=max(1, int(_num(settings.get("UPLOAD_CHUNK_SIZE"), DEFAULT_CHUNK_SIZE))),
-                   retries=max(1, int(_num(settings.get("UPLOAD_RETRIES"), DEFAULT_UPLOAD_RETRIES))),
-                   delay=max(0.0, _num(delay, DEFAULT_UPLOAD_DELAY)),
-                   local_upload=_truthy(settings.get("LOCAL_UPLOAD"), True),
-                   optimize=_truthy(settings.get("OPTIMIZE_IMAGES"), True),
-                   use_pngquant=_truthy(settings.get("USE_PNGQUANT"), False))
+    def from_tuning(cls, tuning: SlotTuning, job_settings: Mapping[str, Any]) -> UploadSettings:
+        """The slot's typed values (validated by the config at load) + the job's OPTIMIZE_IMAGES/USE_PNGQUANT."""
+        return cls(chunk_size=tuning.upload_chunk_size, retries=tuning.upload_retries, delay=tuning.upload_delay,
+                   local_upload=tuning.local_upload, optimize=bool_or(job_settings.get("OPTIMIZE_IMAGES"), True),
+                   use_pngquant=bool_or(job_settings.get("USE_PNGQUANT"), False),
+                   optimize_attempts=tuning.optimize_attempts, optimize_retry_delay=tuning.optimize_retry_delay)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], env: Mapping[str, str] | None = None) -> UploadSettings:
+        """From a job's merged settings (vars.json), leniently; ``env`` is the environment the config read
+        (never ``os.environ`` behind its back). Prefer ``from_tuning`` with the slot's ``tuning``."""
+        tuning, _ = resolve(SlotTuning, {k: str(v) for k, v in settings.items()}, env=env or {}, strict=False,
+                            quiet=True)
+        return cls.from_tuning(tuning, settings)
 
     def chunk_delay(self, attempt: int) -> float:
         """5 s + (attempt-1) s + rand(0..1) s capped at 30 s; scaled down with a smaller base delay."""

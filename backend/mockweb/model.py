@@ -96,6 +96,7 @@ class MockWorker:
     registrations: int = 0
     idle_despite_job: bool = False  # last worker_status said idle although jobs were assigned
     rejected_until: float = 0.0  # do not offer jobs again before this (after a `rejected`)
+    rejections: list[dict[str, Any]] = field(default_factory=list)  # every `rejected` message received
 
     @property
     def name(self) -> str:

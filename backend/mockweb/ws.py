@@ -165,6 +165,7 @@ async def _worker_status(ui: MockWebUI, worker: MockWorker, sock: web.WebSocketR
 
 
 def _rejected(ui: MockWebUI, worker: MockWorker, data: dict[str, Any], now: float) -> None:
+    worker.rejections.append(dict(data))
     ids = data.get("job_ids") or []
     for raw in ids if isinstance(ids, list) else []:
         try:

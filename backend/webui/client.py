@@ -25,7 +25,8 @@ import anyio._backends._asyncio  # noqa: F401 - httpx imports these lazily (firs
 import httpcore  # noqa: F401 - import them with this module, not on the event loop
 import httpx
 
-from backend.config import HostConfig
+from backend.config import HostConfig, SlotTuning
+from backend.config.tuning import resolve
 from backend.webui.auth import QueryParams, auth_headers, request_target
 
 log = logging.getLogger(__name__)
@@ -58,18 +59,15 @@ class RetryPolicy:
     max_retry_after: float = 300.0  # never wait longer than this for one Retry-After
 
     @classmethod
+    def from_host(cls, host: HostConfig) -> RetryPolicy:
+        """The host's policy as the config computed it once at load."""
+        return cls(attempts=host.retries, delay=host.retry_delay, busy_delay=host.retry_delay_if_webui_busy)
+
+    @classmethod
     def from_settings(cls, settings: dict[str, str], env: dict[str, str] | None = None) -> RetryPolicy:
-        env = env or {}
-
-        def num(value: str | None, default: float) -> float:
-            try:
-                return float(value) if value not in (None, "") else default
-            except ValueError:
-                return default
-
-        attempts = int(num(env.get("OPENQA_WORKER_CONNECT_RETRIES") or settings.get("RETRIES"), 60))
-        return cls(attempts=max(1, attempts), delay=num(settings.get("RETRY_DELAY"), 5.0),
-                   busy_delay=num(settings.get("RETRY_DELAY_IF_WEBUI_BUSY"), 60.0))
+        """Deprecated (use ``from_host``): the same values from raw settings, via the config's parser."""
+        tuning, _ = resolve(SlotTuning, settings, env=env or {}, strict=False, quiet=True)
+        return cls(attempts=tuning.retries, delay=tuning.retry_delay, busy_delay=tuning.retry_delay_if_webui_busy)
 
 
 def error_text(response: httpx.Response) -> str:

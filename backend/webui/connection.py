@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from backend import events as ev
 from backend.config import HostConfig
 from backend.events import EventBus, HostState
+from backend.tasks import TaskOwner, cancel_and_wait
 from backend.webui.auth import auth_headers
 from backend.webui.client import ApiClient, ApiError, parse_retry_after
 from backend.webui.messages import MAX_MESSAGE_BYTES, Info, Invalid, parse_message
@@ -71,7 +72,7 @@ class WebUIConnection:
         self._closing = False
         self._probed = False
         self._failures = 0
-        self._closing_task: asyncio.Task | None = None
+        self._tasks = TaskOwner(f"connection {host.configured} #{instance}")
 
     @property
     def name(self) -> str:
@@ -103,6 +104,7 @@ class WebUIConnection:
                 await self._sleep_before_retry(delay)
         finally:
             self.connected.clear()
+            await self._tasks.aclose()
             self.gone.set()
 
     async def close(self, send_quit: bool) -> None:
@@ -120,8 +122,7 @@ class WebUIConnection:
     def request_reregistration(self) -> None:
         """After an api-failure: drop the websocket so the loop registers anew."""
         if self._ws is not None:
-            self._closing_task = asyncio.get_running_loop().create_task(
-                self._ws.close(code=1000, reason="re-registering"))
+            self._tasks.spawn(self._ws.close(code=1000, reason="re-registering"), name="re-register")
 
     def send_status_soon(self) -> None:
         """Send a ``worker_status`` as soon as possible (state changed)."""
@@ -230,8 +231,7 @@ class WebUIConnection:
         except ConnectionClosed:
             pass
         finally:
-            keepalive.cancel()
-            await asyncio.gather(keepalive, return_exceptions=True)
+            await cancel_and_wait(keepalive)
         code = ws.close_code if ws.close_code is not None else 1006
         return (f"Websocket connection to {self.client.base_url}/api/v1/ws/{self.worker_id} finished by "
                 f"remote side with code {code}, {ws.close_reason or 'no reason'}")
@@ -286,12 +286,11 @@ class WebUIConnection:
 
     def _failed(self, reason: str, retry_in: float) -> None:
         self.last_error = reason
-        log.warning("[%s #%d] %s (retrying in %.1f s)", self.name, self.instance, reason, retry_in)
+        # the faces log the ConnectionChanged event (one line per attempt, with the retry delay)
+        log.debug("[%s #%d] %s (retrying in %.1f s)", self.name, self.instance, reason, retry_in)
         self._set_state(HostState.FAILED, reason=reason, next_retry=retry_in)
 
     def _set_state(self, state: HostState, reason: str = "", next_retry: float | None = None) -> None:
         self.state = state
-        if state is HostState.DISABLED:
-            log.error("[%s #%d] disabled: %s", self.name, self.instance, reason)
         self.bus.publish(ev.ConnectionChanged(host=self.name, instance=self.instance, state=state,
                                               worker_id=self.worker_id, reason=reason, next_retry_in=next_retry))

@@ -57,16 +57,22 @@ class GrabJob(_Msg):
 
 
 class GrabJobsInfo(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    ids: list[int] = Field(default_factory=list)
+    """``job_info`` of grab_jobs (§8.3): the jobs by id and their execution sequence.
+
+    ``sequence`` is kept loose: a missing or malformed one is rejected with the protocol's reason
+    (``job info lacks execution sequence``) by the slot, not dropped as an invalid message.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    ids: list[Any] = Field(default_factory=list)
     data: dict[str, Any]
-    sequence: list[Any] | None = None
+    sequence: Any = None
     assigned_worker_id: int | None = None
 
 
 class GrabJobs(_Msg):
     type: Literal["grab_jobs"]
-    job_info: dict[str, Any]
+    job_info: GrabJobsInfo
 
 
 class StopCommand(_Msg):

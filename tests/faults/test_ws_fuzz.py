@@ -97,8 +97,8 @@ async def test_ten_thousand_junk_messages_over_the_websocket(tmp_path):
         await assert_healthy(web)
         slot = worker.slots[0]
         for _ in range(50):  # set_done is recorded a moment before the slot has cleaned up
-            if slot.job is None and not slot.queue:
+            if slot.runner.job is None and not slot.runner.queue:
                 break
             await asyncio.sleep(0.1)
-        assert not worker.stopping and slot.job is None and not slot.queue
+        assert not worker.stopping and slot.runner.job is None and not slot.runner.queue
         assert web.workers[wid].error is None

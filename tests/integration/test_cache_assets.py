@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.cache import ASSET_FAILURE, CACHE_FAILURE, AssetCache, CacheError, link_into
+from backend.cache import ASSET_FAILURE, CACHE_FAILURE, AssetCache, CacheError
 from backend.events import CacheProgress, CacheTotals, EventBus
+from backend.job.setup import link_asset
 from backend.webui.client import ApiClient
 from tests.integration.cache_support import AssetServer, make_client
 
@@ -325,16 +326,16 @@ async def test_two_processes_share_one_download(tmp_path, server):
     assert data == server.asset("hdd", "shared.qcow2").content
 
 
-async def test_link_into_hardlinks_and_falls_back_to_symlink(cache, client, server, tmp_path):
+async def test_cached_asset_is_hardlinked_into_the_pool_or_symlinked(cache, client, server, tmp_path):
     server.add("iso", "l.iso", b"l" * 10)
     path = await cache.get_asset(client, HOST, 1, "iso", "l.iso")
     pool = tmp_path / "pool"
     pool.mkdir()
-    linked = await link_into(path, pool)
+    linked = await asyncio.to_thread(link_asset, path, pool)
     assert linked == pool / "l.iso" and linked.stat().st_ino == path.stat().st_ino
     symlinked_source = tmp_path / "cache" / HOST / "s.iso"
     symlinked_source.symlink_to(path)
-    linked2 = await link_into(symlinked_source, pool)
+    linked2 = await asyncio.to_thread(link_asset, symlinked_source, pool)
     assert linked2.is_symlink() and linked2.read_bytes() == b"l" * 10
-    again = await link_into(path, pool)  # an old link in the pool is replaced
+    again = await asyncio.to_thread(link_asset, path, pool)  # an old link in the pool is replaced
     assert again.stat().st_ino == path.stat().st_ino

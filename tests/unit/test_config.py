@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,35 +14,16 @@ from backend.config import (
     CliOptions,
     ConfigError,
     default_worker_class,
-    load_config,
     masked,
     parse_ini_text,
     parse_instance_spec,
 )
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "config"
+from tests.unit.config_helpers import DATA, load, sandbox_env, write
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> dict[str, str]:
-    """An environment whose every lookup group points into tmp_path (never the real /etc/openqa)."""
-    for name in ("env", "home", "etc", "usr_etc"):
-        (tmp_path / name).mkdir()
-    return {
-        "OPENQA_CONFIG": str(tmp_path / "env"),
-        "HOME": str(tmp_path / "home"),
-        "QAWORKER_SYSTEM_CONFIG_DIRS": f"{tmp_path / 'etc'}:{tmp_path / 'usr_etc'}",
-    }
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def load(env: dict[str, str], **cli: object):
-    return load_config(CliOptions(**cli), environ=env)
+    return sandbox_env(tmp_path)
 
 
 # --------------------------------------------------------------------------- lookup (§2.1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backend import health
-from backend.config import HostConfig, SlotConfig
+from backend.config import HostConfig, SlotConfig, WorkerConfig
 from backend.health import Availability, check_availability, worker_hostname
 from backend.job.pool import PoolDir
 
@@ -185,11 +185,11 @@ async def test_load_threshold(
     assert result == Availability(expected)
 
 
-async def test_load_file_from_environment(pool: PoolDir, tmp_path: Path, monkeypatch) -> None:
+async def test_load_file_from_environment(pool: PoolDir, tmp_path: Path) -> None:
     env_file = tmp_path / "env-loadavg"
     env_file.write_text("99.00 1.00 1.00 1/2 3")
-    monkeypatch.setenv("OPENQA_LOAD_AVG_FILE", str(env_file))
-    result = await check_availability(slot(pool), pool, worker_hostname="localhost", no_cleanup=False)
+    config = WorkerConfig(slots=[slot(pool)], env={"OPENQA_LOAD_AVG_FILE": str(env_file)})  # read at load
+    result = await check_availability(config.slots[0], pool, worker_hostname="localhost", no_cleanup=False)
     assert result.reason == LOAD_MSG.format("99.00 1.00 1.00", "40")
 
 

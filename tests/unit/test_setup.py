@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -139,6 +140,13 @@ async def test_full_setup(env: Env) -> None:
     assert (env.pool / "tmp").is_dir()
     assert (env.pool / "worker-log.txt").read_text() == ""
     assert not (env.pool / "autoinst-log.txt").exists()
+
+
+async def test_vnc_display_uses_the_offset_the_config_read(env: Env) -> None:
+    inp = env.input({})
+    inp.slot.tuning = dataclasses.replace(inp.slot.tuning, vncport_offset=100)  # VNCPORT_OFFSET=100 at load
+    await setup_job(inp)
+    assert read_json(env.pool / "vars.json")["VNC"] == str(100 + INSTANCE)
 
 
 async def test_input_job_is_not_modified(env: Env) -> None:
@@ -332,7 +340,6 @@ def test_timeouts() -> None:
 
 
 def test_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VNCPORT_OFFSET", raising=False)
+    monkeypatch.setenv("VNCPORT_OFFSET", "100")  # read by the config at load, never behind its back
     assert ports_for(1) == (20012, 91)
-    monkeypatch.setenv("VNCPORT_OFFSET", "100")
-    assert ports_for(3) == (20032, 103)
+    assert ports_for(3, 100) == (20032, 103)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.job.setup import CACHE_FAILURE, SetupError, setup_job
+from backend.ports import ProvisionError
 from tests.unit.test_setup import Env, env  # noqa: F401  (fixture)
 
 
@@ -140,10 +141,8 @@ class FakeCache:
         return path
 
 
-class FakeCacheError(Exception):
-    def __init__(self, category: str, message: str) -> None:
-        super().__init__(message)
-        self.category, self.message = category, message
+class FakeCacheError(ProvisionError):
+    """What a provider raises (backend.ports)."""
 
 
 async def test_cache_provider_assets_are_linked(env: Env) -> None:
