@@ -73,6 +73,7 @@ _MACHINERY = (
     (_stdlib("linecache.py"), None), (_stdlib("tokenize.py"), None), (_stdlib("traceback.py"), None),
     (_stdlib(os.path.join("asyncio", "format_helpers.py")), None),
     (_stdlib("threading.py"), "Thread.start"), (_stdlib("subprocess.py"), "Popen._execute_child"),
+    (os.path.normcase(os.path.abspath(__file__)), None),  # this module's own bookkeeping (its gc callback)
 )
 
 

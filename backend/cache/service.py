@@ -58,7 +58,7 @@ class AssetCache:
         self.rsync_timeout = rsync_timeout
         self.fresh_seconds = fresh_seconds  # a file another process confirmed this recently is used as is
         self.stats = CacheStats()
-        self.layout = Layout.of(self.cache_dir)
+        self.layout = Layout(Path(os.path.abspath(self.cache_dir)))  # open() resolves it (realpath) off the loop
         self._store: CacheStore | None = None
         self._inflight: dict[str, asyncio.Task[Path]] = {}
         self._waiters: dict[str, set[int]] = {}
