@@ -174,7 +174,7 @@ class Worker:
             except Exception:
                 log.exception("closing the asset cache failed")
         if services is not None:
-            services.image_pool.shutdown(wait=False, cancel_futures=True)
+            await services.image_pool.aclose()  # reaps the optimiser helpers, off the loop
         self.bus.publish(ev.WorkerStopped(exit_code=self.exit_code))
         self._stopped.set()
 

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from backend.config.values import parse_bool, parse_number
 
-# number: >= 0; positive: > 0; integer: whole >= 0; count: whole >= 1; bool; text (empty = unset); path
-Kind = Literal["number", "positive", "integer", "count", "bool", "text", "path"]
+# number: >= 0; positive: > 0; integer: whole >= 0; count: whole >= 1; bool; text (empty = unset); path;
+# choice: one of ``choices`` (case-insensitive)
+Kind = Literal["number", "positive", "integer", "count", "bool", "text", "path", "choice"]
 # slot: workers.ini ([global], instance and class sections); host: a [<host>] section; env: only the
 # environment; job: a job setting the worker interprets (from workers.ini it lands in vars.json too)
 Where = Literal["slot", "host", "env", "job", "cli"]
@@ -37,6 +38,7 @@ class Setting:
     shown_default: str | None = None  # the default as the README shows it, when not the value itself
     attr: str | None = None  # attribute of SlotTuning / WorkerTuning holding the typed value
     prefix: bool = False  # ``name`` is a prefix (EXTERNAL_VIDEO_ENCODER*)
+    choices: tuple[str, ...] = ()  # the values of a "choice" setting
 
     @property
     def in_workers_ini(self) -> bool:
@@ -67,6 +69,11 @@ class Setting:
             return parse_bool(raw)
         if self.kind == "path":
             return Path(raw.strip())
+        if self.kind == "choice":
+            value = raw.strip().lower()
+            if value not in self.choices:
+                raise ValueError(f"expected one of {', '.join(self.choices)}")
+            return value
         return raw.strip()
 
 

@@ -43,6 +43,10 @@ class SlotTuning:
         5.0, "QAWORKER_UPLOAD_DELAY", "number",
         "seconds before a failed upload chunk is retried (+1 s per attempt, at most 30 s)",
         env="OPENQA_UPLOAD_DELAY", env_wins=False)
+    png_optimizer: str = tunable(
+        "oxipng", "QAWORKER_PNG_OPTIMIZER", "choice",
+        "what optimises screenshots: `oxipng` (in-process, lossless) or `optipng` (`optipng -o2`); a job's "
+        "`USE_PNGQUANT` wins", choices=("oxipng", "optipng"))
     # -- availability and web UI connection ------------------------------------------------------
     critical_load_avg_threshold: float = tunable(
         40.0, "CRITICAL_LOAD_AVG_THRESHOLD", "number",
@@ -81,10 +85,10 @@ class SlotTuning:
         True, "LOCAL_UPLOAD", "bool", "copy assets through the file system when the web UI is on this host")
     optimize_attempts: int = tunable(
         5, "OPENQA_WORKER_OPTIMIZE_ATTEMPTS", "count", "attempts to optimise one screenshot",
-        where="env", status=ISSUE_12)
+        where="env")
     optimize_retry_delay: float = tunable(
         1.0, "OPENQA_WORKER_OPTIMIZE_RETRY_DELAY", "number", "seconds between two optimisation attempts",
-        where="env", status=ISSUE_12)
+        where="env")
     vncport_offset: int = tunable(
         90, "VNCPORT_OFFSET", "integer", "the slot's VNC display is this plus the instance number", where="env")
     sync_assets_hook: str | None = tunable(

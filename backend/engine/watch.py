@@ -98,6 +98,9 @@ class _Inotify:
         os.close(self.fd)
 
 
+Inotify = _Inotify  # for other watchers (backend/job/shotwatch.py)
+
+
 def _relevant(in_testresults: bool, name: str) -> bool:
     if in_testresults:
         return name == TEST_ORDER_FILE or (name.startswith("result-") and name.endswith(".json"))

@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +25,7 @@ from backend.engine.isotovideo import IsotovideoProcess, build_command
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
+from backend.job.imageopt import ImagePool
 from backend.job.joblog import JobLog
 from backend.job.setup import (
     SetupError,
@@ -67,7 +67,7 @@ class JobContext:
     prjdir: Path
     isotovideo: str
     worker_hostname: str
-    image_pool: Executor
+    image_pool: ImagePool
     assets: AssetProvider | None = None
     tests: TestsProvider | None = None  # synced tests from TESTPOOLSERVER (through the cache)
     stop_grace: float = 30.0
@@ -106,7 +106,7 @@ class Job:
             client=ctx.client, job_id=self.id, worker_id=ctx.worker_id, instance=ctx.slot.instance,
             pool_dir=self.pool_dir, settings=dict(self.settings), cmd_srv_url=self.cmd_srv_url,
             worker_hostname=ctx.worker_hostname, livehandler_base=ctx.livehandler_base, bus=ctx.bus,
-            image_pool=ctx.image_pool, request_stop=self.request_stop))
+            image_pool=ctx.image_pool, request_stop=self.request_stop, tuning=ctx.slot.tuning))
         self._started_at = time.monotonic()
         self._upload_task: asyncio.Task | None = None
         self._quit_during_upload = False
@@ -262,6 +262,7 @@ class Job:
         finally:
             if self.ctx.on_reported is not None:
                 self.ctx.on_reported(self)
+            await self.reporter.aclose()  # its screenshot watcher and any preparation still running
             await self.log.close()
         self._set_state(JobState.STOPPED)
         final = result or decision.result or "none"

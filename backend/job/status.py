@@ -1,35 +1,40 @@
 """Status posts and result upload rounds during a job (PROTOCOL.md §13, §14.2, §17).
 
 One ``JobReporter`` per job. A single periodic task runs rounds strictly one after another:
-read the pool directory (in a thread), hash new screenshots (process pool), post the status,
-then optimise (process pool) and upload images and text files with bounded concurrency.
+read the pool directory (in a thread), post the status with the screenshots' md5s, then upload
+images and text files with bounded concurrency.
+
+Screenshots are hashed and optimised as soon as isotovideo has written them (``ScreenshotWatcher``,
+inotify), in the worker's ``ImagePool``: once per file, the md5 always of the unoptimised bytes.
+A round only waits for what is not done yet, so the final upload holds just the last module's
+images, mostly optimised already. Uploads still follow the status post that references them, so
+``known_images`` keeps saving the uploads of images the web UI already has (§13.4).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.config import SlotTuning
 from backend.events import DeveloperSession, EventBus, JobProgress, LiveViewers, LogLines, ModuleStatus
-from backend.job import outcome as oc
-from backend.job.imageopt import OPTIMIZE_ATTEMPTS, OptimizeError, md5_file, optimize_image
+from backend.job.finaluploads import upload_final_files
+from backend.job.imageopt import ImagePool
 from backend.job.imageopt import make_image_pool as make_image_pool
 from backend.job.results import ReadResult, ResultsReader, attach_md5
+from backend.job.shots import ScreenshotPrep
+from backend.job.shotwatch import ScreenshotWatcher
 from backend.job.upload import (
     ArtefactUploader,
     ProgressTracker,
     UploadFailed,
     UploadSettings,
-    final_log_files,
-    log_upload_name,
-    redact_vars,
 )
 from backend.livehandler import LiveLog, LogTail, ProgressInfo, UploadProgressPoster
 from backend.webui.client import ApiClient, ApiError
@@ -53,9 +58,15 @@ class ReporterContext:
     worker_hostname: str
     livehandler_base: str
     bus: EventBus
-    image_pool: concurrent.futures.Executor
+    image_pool: ImagePool
     request_stop: Callable[[str, str], None]
     upload_concurrency: int = 4
+    tuning: SlotTuning | None = None  # the slot's typed settings (env-only ones included)
+
+    def upload_settings(self) -> UploadSettings:
+        if self.tuning is not None:
+            return UploadSettings.from_tuning(self.tuning, self.settings)
+        return UploadSettings.from_settings(self.settings)
 
 
 @dataclass
@@ -72,19 +83,16 @@ class JobReporter:
         self.ctx = ctx
         self.interval = STATUS_INTERVAL
         self.live_interval = LIVE_STATUS_INTERVAL
-        self.optimize_pause = 1.0  # between optimisation attempts (NEW: 5 attempts, 1 s apart)
         self.upload_error: str | None = None
         self.reader = ResultsReader(ctx.pool_dir)
         self._live = LiveLog(ctx.pool_dir)
         self._tail = LogTail(ctx.pool_dir / "autoinst-log.txt")
         self.tracker = ProgressTracker(ctx.bus, ctx.instance, ctx.job_id)
         self._progress = UploadProgressPoster(ctx.client, ctx.livehandler_base, ctx.job_id)
-        self._md5: dict[str, str] = {}  # screenshot name -> md5 of the unoptimised file
         self._images: dict[str, str] = {}  # md5 -> screenshot name, still to send
         self._files: set[str] = set()  # text/audio files still to send
         self._known_images: set[str] = set()  # md5s the web UI has (or we sent)
         self._sent_files: set[str] = set()
-        self._optimized: set[Path] = set()
         self._failed: dict[str, str] = {}  # file name -> last upload error
         self._viewers = 0
         self._developer = False
@@ -94,9 +102,11 @@ class JobReporter:
         self._broken = False
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        # Few optimisations in flight per job, so slots sharing the pool interleave fairly.
-        self._optimize_gate = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        self.shots = ScreenshotPrep(ctx.job_id, self.reader, ctx.image_pool, self.tracker,
+                                    self.ctx.upload_settings, self._optimize_failed)
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.shot_watcher = ScreenshotWatcher(ctx.pool_dir, self._screenshot_written)
 
     # -- control ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -107,6 +117,7 @@ class JobReporter:
             self._touch_live_log(True)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._periodic(), name=f"reporter-{self.ctx.job_id}")
+        self._watch_task = loop.create_task(self.shot_watcher.run(), name=f"shots-{self.ctx.job_id}")
 
     def trigger(self) -> None:
         if self._started and not self._periodic_stop:
@@ -140,8 +151,21 @@ class JobReporter:
     async def stop_periodic(self) -> None:
         self._periodic_stop = True
         self._wake.set()
+        await self._stop_watching()
         if self._task is not None:
             await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        """End everything this reporter started (call once the job is over; idempotent)."""
+        await self.stop_periodic()
+        await self.shots.aclose()
+
+    async def _stop_watching(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def post_uploading(self) -> None:
         self._stopping = True
@@ -209,7 +233,7 @@ class JobReporter:
             if not stopping:
                 self.ctx.request_stop("no tests scheduled", "")
             return
-        md5s = await self._hash(read.screenshots)
+        md5s = await self.shots.md5s(read.screenshots)
         attach_md5(read.results, md5s)
         reply = await self._post_status(self._status_body(read, snap.live), stopping)
         if reply is None or not reply.get("result"):
@@ -263,19 +287,19 @@ class JobReporter:
             self._files.discard(name)
             self._failed.pop(name, None)
 
-    async def _hash(self, names: list[str]) -> dict[str, str]:
-        """md5 of every named screenshot, computed once per file in the process pool."""
-        missing = sorted({n for n in names if n not in self._md5})
-        if missing:
-            paths = [str(self.reader.screenshot_path(n)) for n in missing]
-            futures = [self._in_pool(md5_file, p) for p in paths]
-            for name, outcome in zip(missing, await asyncio.gather(*futures, return_exceptions=True),
-                                     strict=True):
-                if isinstance(outcome, str):
-                    self._md5[name] = outcome
-                else:
-                    log.warning("[job %d] Screenshot %s cannot be read: %s", self.ctx.job_id, name, outcome)
-        return {n: self._md5[n] for n in names if n in self._md5}
+    # -- screenshots ----------------------------------------------------------------------------------
+    @property
+    def optimize_pause(self) -> float | None:
+        """Seconds between optimisation attempts (None: OPENQA_WORKER_OPTIMIZE_RETRY_DELAY); tests shorten it."""
+        return self.shots.retry_pause
+
+    @optimize_pause.setter
+    def optimize_pause(self, value: float | None) -> None:
+        self.shots.retry_pause = value
+
+    def _screenshot_written(self, name: str) -> None:
+        if not self._periodic_stop:
+            self.shots.start(name)
 
     # -- image and file uploads ---------------------------------------------------------------------
     async def _upload_round(self, read: ReadResult) -> None:
@@ -284,7 +308,7 @@ class JobReporter:
             await self._progress.post(ProgressInfo(read.upload_up_to, read.upload_up_to_current_module,
                                                    len(files), len(images)))
         if images or files:
-            settings = UploadSettings.from_settings(self.ctx.settings)
+            settings = self.ctx.upload_settings()
             uploader = ArtefactUploader(self.ctx.client, self.ctx.job_id, settings, self.tracker)
             self.tracker.add(len(images) + len(files), 0)
             gate = asyncio.Semaphore(max(1, self.ctx.upload_concurrency))
@@ -305,11 +329,7 @@ class JobReporter:
                           md5: str, name: str) -> None:
         path = self.reader.screenshot_path(name)
         thumb = self.reader.thumbnail_path(name)
-        has_thumb = await asyncio.to_thread(thumb.is_file)
-        if settings.optimize:
-            await self._optimize(path, settings)
-            if has_thumb:
-                await self._optimize(thumb, settings)
+        has_thumb = await self.shots.ready(name, settings)  # hashed and optimised, mostly long ago
         async with gate:
             try:
                 await uploader.upload(path, name, {"image": "1", "thumb": "0", "md5": md5})
@@ -346,31 +366,6 @@ class JobReporter:
         self._failed[name] = error
         self.tracker.error(error)
 
-    async def _optimize(self, path: Path, settings: UploadSettings) -> None:
-        """Optimise once per file in the pool; a failure marks the worker broken (NEW), upload goes on."""
-        if path in self._optimized:
-            return
-        self.tracker.optipng_queue += 1
-        self.tracker.publish()
-        try:
-            async with self._optimize_gate:
-                await self._in_pool(optimize_image, str(path), settings.use_pngquant, OPTIMIZE_ATTEMPTS,
-                                    self.optimize_pause)
-        except (OptimizeError, OSError) as exc:
-            self._optimize_failed(str(exc))
-        finally:
-            self.tracker.optipng_queue -= 1
-        self._optimized.add(path)
-
-    async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` in the shared process pool; a thread if that pool broke (a killed child)."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.ctx.image_pool, fn, *args)
-        except concurrent.futures.process.BrokenProcessPool:
-            log.warning("[job %d] image process pool is broken; using a thread for %s", self.ctx.job_id,
-                        fn.__name__)
-            return await asyncio.to_thread(fn, *args)
-
     def _optimize_failed(self, error: str) -> None:
         log.error("[job %d] %s", self.ctx.job_id, error)
         if not self._broken and not self._stopping:
@@ -391,62 +386,5 @@ class JobReporter:
     # -- the end of the job (§14.2 step 6) -----------------------------------------------------------
     async def final_uploads(self, reason: str) -> str | None:
         """Upload ulogs, assets (done/cancel only) and logs. Returns None or "api failure: <error>"."""
-        if reason in oc.SKIP_UPLOADS:
-            return None
-        settings = UploadSettings.from_settings(self.ctx.settings)
-        uploader = ArtefactUploader(self.ctx.client, self.ctx.job_id, settings, self.tracker)
-        errors = [await self._upload_ulogs(uploader)]
-        if reason in oc.UPLOAD_ASSETS:
-            errors.append(await self._upload_assets(uploader))
-        errors.append(await self._upload_logs(uploader))
-        self.tracker.publish(force=True)
-        error = next((e for e in errors if e), None)
-        if error:
-            self.tracker.error(error)
-            return f"api failure: {error}"
-        return None
-
-    async def _upload_ulogs(self, uploader: ArtefactUploader) -> str | None:
-        ulogs = await asyncio.to_thread(_regular_files, self.ctx.pool_dir / "ulogs")
-        self.tracker.add(len(ulogs), 0)
-        for path in ulogs:
-            try:
-                await uploader.upload(path, path.name, {"ulog": "1"})
-            except UploadFailed as exc:
-                return str(exc)
-        return None
-
-    async def _upload_assets(self, uploader: ArtefactUploader) -> str | None:
-        for scope, folder in (("private", "assets_private"), ("public", "assets_public")):
-            assets = await asyncio.to_thread(_regular_files, self.ctx.pool_dir / folder)
-            self.tracker.add(len(assets), 0)
-            for path in assets:
-                try:
-                    await uploader.upload_asset(path, scope)
-                except (UploadFailed, OSError) as exc:
-                    return str(exc)
-        return None
-
-    async def _upload_logs(self, uploader: ArtefactUploader) -> str | None:
-        paths = await asyncio.to_thread(final_log_files, self.ctx.pool_dir)
-        self.tracker.add(len(paths), 0)
-        for path in paths:
-            if path.name == "vars.json":
-                try:
-                    await asyncio.to_thread(redact_vars, path, self.ctx.settings.get("_HIDE_SECRETS_REGEX"))
-                except Exception as exc:  # never upload secrets: skip the file instead
-                    log.warning("[job %d] Not uploading vars.json, redaction failed: %s", self.ctx.job_id,
-                                exc)
-                    continue
-            try:
-                await uploader.upload(path, log_upload_name(path.name), {})
-            except UploadFailed as exc:
-                return str(exc)
-        return None
-
-
-def _regular_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.is_file())
-    except OSError:
-        return []
+        return await upload_final_files(self.ctx.client, self.ctx.job_id, self.ctx.pool_dir, self.ctx.settings,
+                                        self.tracker, reason, self.ctx.upload_settings())

@@ -28,6 +28,7 @@ from backend.config import SlotTuning, bool_or
 from backend.config.tuning import resolve
 from backend.events import EventBus, UploadProgress
 from backend.fsutil import write_atomic
+from backend.job.imageopt import Optimizer, choose_optimizer
 from backend.job.storable import encode_chunk
 from backend.webui.client import ApiClient, ApiError
 
@@ -56,14 +57,17 @@ class UploadSettings:
     use_pngquant: bool = False
     optimize_attempts: int = 5  # OPENQA_WORKER_OPTIMIZE_ATTEMPTS
     optimize_retry_delay: float = 1.0  # OPENQA_WORKER_OPTIMIZE_RETRY_DELAY
+    optimizer: Optimizer = Optimizer.OXIPNG  # what optimises screenshots (pngquant when USE_PNGQUANT)
 
     @classmethod
     def from_tuning(cls, tuning: SlotTuning, job_settings: Mapping[str, Any]) -> UploadSettings:
         """The slot's typed values (validated by the config at load) + the job's OPTIMIZE_IMAGES/USE_PNGQUANT."""
+        use_pngquant = bool_or(job_settings.get("USE_PNGQUANT"), False)
         return cls(chunk_size=tuning.upload_chunk_size, retries=tuning.upload_retries, delay=tuning.upload_delay,
                    local_upload=tuning.local_upload, optimize=bool_or(job_settings.get("OPTIMIZE_IMAGES"), True),
-                   use_pngquant=bool_or(job_settings.get("USE_PNGQUANT"), False),
-                   optimize_attempts=tuning.optimize_attempts, optimize_retry_delay=tuning.optimize_retry_delay)
+                   use_pngquant=use_pngquant, optimize_attempts=tuning.optimize_attempts,
+                   optimize_retry_delay=tuning.optimize_retry_delay,
+                   optimizer=choose_optimizer(tuning.png_optimizer, use_pngquant))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], env: Mapping[str, str] | None = None) -> UploadSettings:

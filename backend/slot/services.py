@@ -8,12 +8,12 @@ or tell the worker is here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.events import EventBus
+from backend.job.imageopt import ImagePool
 from backend.ports import AssetProvider, TestsProvider
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class SlotServices:
     env: Mapping[str, str]  # the OPENQA_* environment seen at load time
     interface_version: int
     worker_hostname: str | None
-    image_pool: Executor
+    image_pool: ImagePool
     flags: StopFlags = field(default_factory=StopFlags)
     cache: AssetCache | None = None
     test_sync_attempts: int = 3  # OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS

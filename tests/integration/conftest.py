@@ -48,5 +48,5 @@ async def webui() -> AsyncIterator[FakeWebUI]:
 async def harness(webui: FakeWebUI, tmp_path: Path, image_pool: Any) -> AsyncIterator[Harness]:
     h = make_reporter(webui, tmp_path / "pool", image_pool)
     yield h
-    await h.reporter.stop_periodic()
+    await h.reporter.aclose()
     await h.client.aclose()

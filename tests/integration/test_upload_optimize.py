@@ -1,11 +1,15 @@
-"""Screenshot optimisation in the process pool (§13.5, §25 optipng note)."""
+"""Screenshot optimisation in the image pool (§13.5, §25 optipng note): oxipng, optipng, pngquant."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import subprocess
 
 import pytest
 
+from backend.engine.png import screenshot_png
 from tests.helpers import require_tools
 from tests.integration.upload_support import Harness, Module, PoolBuilder, md5_of
 
@@ -94,3 +98,57 @@ async def test_unoptimisable_image_marks_the_worker_broken_but_is_still_uploaded
     assert detail.startswith("Unable to optimize image: boot-1.png")
     assert detail.endswith(" - You may disable optimizations via OPTIMIZE_IMAGES=0.")
     await h.web.wait(lambda: h.web.names(image="1", thumb="0") == [shot])
+
+
+async def test_screenshots_are_hashed_and_optimised_as_soon_as_isotovideo_writes_them(harness: Harness) -> None:
+    h = harness
+    mod, nxt = Module("boot", screenshots=0), Module("login", screenshots=0)
+    h.builder.order([mod, nxt])
+    h.builder.status("running", "boot")
+    h.reporter.start()
+    await h.web.wait(lambda: h.web.status_posts and h.reporter.shot_watcher.active)
+    # os-autoinst writes a screenshot in place; the simulator writes a temporary file and renames it
+    direct, renamed = h.builder.results / "boot-1.png", h.builder.results / "boot-2.png"
+    originals = {direct.name: screenshot_png(320, 240, 1), renamed.name: screenshot_png(320, 240, 2)}
+    direct.write_bytes(originals[direct.name])
+    tmp = renamed.with_name("boot-2.png.123.tmp")
+    tmp.write_bytes(originals[renamed.name])
+    tmp.replace(renamed)
+
+    def optimised() -> bool:
+        return all(len((h.builder.results / n).read_bytes()) < len(b) for n, b in originals.items())
+
+    await h.web.wait(optimised)  # while the module still runs: nothing posted or uploaded yet
+    assert not h.web.artefacts
+    assert all("boot-1.png" not in json.dumps(p) for p in h.web.status_posts)
+    on_disk = {n: (h.builder.results / n).read_bytes() for n in originals}
+
+    details = [{"screenshot": n, "result": "ok"} for n in originals]
+    (h.builder.results / "result-boot.json").write_text(json.dumps({"details": details, "result": "ok"}))
+    h.builder.status("running", "login")
+    h.reporter.trigger()
+    await h.web.wait(lambda: len(h.web.uploads(image="1", thumb="0")) == 2)
+    uploads = {a.filename: a for a in h.web.uploads(image="1", thumb="0")}
+    for name, original in originals.items():
+        assert uploads[name].fields["md5"] == hashlib.md5(original).hexdigest()  # of the unoptimised file
+        assert uploads[name].content == on_disk[name]  # optimised once, before the post: not again
+    boot_results = [p["result"]["boot"] for p in h.web.status_posts if "boot" in p.get("result", {})]
+    posted = [d["screenshot"] for r in boot_results for d in r.get("details", [])]
+    assert {s["md5"] for s in posted} == {hashlib.md5(b).hexdigest() for b in originals.values()}
+
+
+async def test_optipng_can_be_chosen_by_setting(harness: Harness) -> None:
+    h = harness
+    h.reporter.ctx.settings["QAWORKER_PNG_OPTIMIZER"] = "optipng"
+    mod = Module("boot", screenshots=1)
+    h.builder.order([mod])
+    [shot] = h.builder.result(mod, thumbs=False)
+    path = h.builder.results / shot
+    path.write_bytes(screenshot_png(256, 192, 4))
+    optipng_copy = h.pool / "copy.png"
+    optipng_copy.write_bytes(path.read_bytes())
+    await asyncio.to_thread(subprocess.run, ["optipng", "-quiet", "-o2", str(optipng_copy)], check=True)
+    h.builder.status("finished", "")
+    await h.reporter.final_status()
+    [upload] = h.web.uploads(image="1", thumb="0")
+    assert upload.content == optipng_copy.read_bytes()  # byte for byte what optipng -o2 makes

@@ -41,10 +41,11 @@ def test_defaults_are_upstreams(sandbox):
 
 
 GOOD = {"number": ("2.5", 2.5), "positive": ("0.5", 0.5), "integer": ("0", 0), "count": ("7", 7),
-        "bool": ("yes", True), "text": (" a b ", "a b"), "path": ("/x/load", Path("/x/load"))}
+        "bool": ("yes", True), "text": (" a b ", "a b"), "path": ("/x/load", Path("/x/load")),
+        "choice": (" OptiPNG ", "optipng")}  # QAWORKER_PNG_OPTIMIZER's second value, in any case
 BAD = {"number": ("soon", "expected a number"), "positive": ("0", "expected a positive number"),
        "integer": ("1.5", "expected a whole number"), "count": ("0", "expected a whole number of at least 1"),
-       "bool": ("maybe", "expected a boolean")}
+       "bool": ("maybe", "expected a boolean"), "choice": ("zopfli", "expected one of")}
 IN_FILE = [s for s in TYPED_SETTINGS if s.where != "env"]
 ENV_ONLY = [s for s in TYPED_SETTINGS if s.where == "env"]
 

@@ -101,4 +101,4 @@ def test_screenshots_are_deterministic_and_not_trivially_compressible() -> None:
     a = screenshot_png(320, 240, 7)
     assert a == screenshot_png(320, 240, 7)
     assert a != screenshot_png(320, 240, 8)
-    assert len(a) > 320 * 240 // 4  # noise + text: optipng has real work to do
+    assert len(a) > 320 * 240 // 4  # written like os-autoinst (Sub, zlib 1, RLE): optimisers have work to do

@@ -1,0 +1,90 @@
+"""The final uploads of a job, in upstream's order (PROTOCOL.md §14.2 step 6): ulogs, assets (done and
+cancel only), then the logs (videos first, vars.json redacted)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from backend.job import outcome as oc
+from backend.job.upload import (
+    ArtefactUploader,
+    ProgressTracker,
+    UploadFailed,
+    UploadSettings,
+    final_log_files,
+    log_upload_name,
+    redact_vars,
+)
+from backend.webui.client import ApiClient
+
+log = logging.getLogger(__name__)
+
+
+async def upload_final_files(client: ApiClient, job_id: int, pool_dir: Path, settings: Mapping[str, str],
+                             tracker: ProgressTracker, reason: str,
+                             upload_settings: UploadSettings | None = None) -> str | None:
+    """Returns None, or "api failure: <error>" for the first upload that failed for good."""
+    if reason in oc.SKIP_UPLOADS:
+        return None
+    uploader = ArtefactUploader(client, job_id, upload_settings or UploadSettings.from_settings(settings), tracker)
+    errors = [await _upload_ulogs(uploader, pool_dir, tracker)]
+    if reason in oc.UPLOAD_ASSETS:
+        errors.append(await _upload_assets(uploader, pool_dir, tracker))
+    errors.append(await _upload_logs(uploader, pool_dir, settings, tracker))
+    tracker.publish(force=True)
+    error = next((e for e in errors if e), None)
+    if error:
+        tracker.error(error)
+        return f"api failure: {error}"
+    return None
+
+
+async def _upload_ulogs(uploader: ArtefactUploader, pool_dir: Path, tracker: ProgressTracker) -> str | None:
+    ulogs = await asyncio.to_thread(_regular_files, pool_dir / "ulogs")
+    tracker.add(len(ulogs), 0)
+    for path in ulogs:
+        try:
+            await uploader.upload(path, path.name, {"ulog": "1"})
+        except UploadFailed as exc:
+            return str(exc)
+    return None
+
+
+async def _upload_assets(uploader: ArtefactUploader, pool_dir: Path, tracker: ProgressTracker) -> str | None:
+    for scope, folder in (("private", "assets_private"), ("public", "assets_public")):
+        assets = await asyncio.to_thread(_regular_files, pool_dir / folder)
+        tracker.add(len(assets), 0)
+        for path in assets:
+            try:
+                await uploader.upload_asset(path, scope)
+            except (UploadFailed, OSError) as exc:
+                return str(exc)
+    return None
+
+
+async def _upload_logs(uploader: ArtefactUploader, pool_dir: Path, settings: Mapping[str, str],
+                       tracker: ProgressTracker) -> str | None:
+    paths = await asyncio.to_thread(final_log_files, pool_dir)
+    tracker.add(len(paths), 0)
+    for path in paths:
+        if path.name == "vars.json":
+            try:
+                await asyncio.to_thread(redact_vars, path, settings.get("_HIDE_SECRETS_REGEX"))
+            except Exception as exc:  # never upload secrets: skip the file instead
+                log.warning("[job %d] Not uploading vars.json, redaction failed: %s", uploader.job_id, exc)
+                continue
+        try:
+            await uploader.upload(path, log_upload_name(path.name), {})
+        except UploadFailed as exc:
+            return str(exc)
+    return None
+
+
+def _regular_files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return []
