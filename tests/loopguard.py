@@ -140,11 +140,6 @@ class Known:
 
 # Remove an entry when its owner fixed it; QAWORKER_LOOPGUARD_STRICT=1 fails on these too.
 KNOWN: tuple[Known, ...] = (
-    Known("png", r"in JobReporter\._in_pool\b",
-          "the first submit to the image pool (ProcessPoolExecutor) starts its forkserver workers on the loop "
-          "(100-600 ms): start them off the loop when the pool is made"),
-    Known("png (lead calls it)", r"in make_image_pool\b",
-          "make_image_pool() runs in Worker.run on the loop and starts the forkserver"),
     Known("lead", r"(backend/worker\.py|app/run\.py):\d+ in \S+ imports ",
           "imports inside Worker._start / main_async run on the loop (backend.metrics ~700 ms, backend.cache): "
           "import at module level"),
