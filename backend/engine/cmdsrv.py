@@ -149,8 +149,7 @@ class CommandServerMonitor:
             delay = min(delay * 2, self.max_retry_delay)
 
     async def _session(self) -> None:
-        async with ws_connect(self.url_ws, open_timeout=5, proxy=None,
-                                      max_size=2**24) as ws:
+        async with ws_connect(self.url_ws, open_timeout=5, proxy=None, max_size=2**24) as ws:
             self._set(replace(self.state, connected=True))
             await ws.send(json.dumps({"cmd": "status"}))
             async for raw in ws:
