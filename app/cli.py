@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from backend import __version__
 from backend.config import CliOptions, ConfigError, WorkerConfig, format_masked, load_config, masked
 
 PROG = "qaworker"
@@ -40,7 +43,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     add("--verbose", "-v", "--debug", "-d", action="store_true", dest="verbose", help="LOG_LEVEL=debug")
     add("--config-dir", type=Path, metavar="DIR",
         help="read workers.ini/client.conf (+ drop-ins) only from DIR")
-    add("--log-format", choices=("text", "json"), default="text")
+    add("--log-format", choices=("text", "json"), default="text",
+        help="log lines as text ([time] [level] message; priority prefixes under systemd) or json (one object "
+             "per line, with instance/job_id/host fields); default text")
     add("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on this port")
     add("--metrics-address", default="127.0.0.1", metavar="ADDR", help="metrics bind address")
 
@@ -51,6 +56,7 @@ def run_parser() -> argparse.ArgumentParser:
         epilog="other commands: check-config, demo, mockweb, attach, history (see 'qaworker COMMAND --help')")
     _add_config_options(parser)
     parser.add_argument("--no-ui", action="store_true", help="headless: log lines instead of the dashboard")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
 
@@ -76,7 +82,7 @@ def mockweb_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"{PROG} mockweb", description="Serve the mock openQA web UI.")
     parser.add_argument("--port", type=int, required=True, metavar="N")
     parser.add_argument("--data-dir", type=Path, default=None, metavar="D",
-                        help="default: a new temporary directory")
+                        help="default: a new temporary directory, removed again on exit")
     parser.add_argument("--flavour", choices=("new", "2023"), default="new", help="web UI version to mimic")
     parser.add_argument("--no-auth", action="store_true", help="accept unsigned requests")
     return parser
@@ -92,8 +98,14 @@ def options_from(args: argparse.Namespace) -> CliOptions:
 
 def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
-    config = load_config(options_from(args))
+    options = options_from(args)
+    config = load_config(options)
     from app.run import run_worker  # lazily: the parser must work without the runtime
+    from app.startup import system_config_notice
+
+    notice = system_config_notice(config, options)
+    if notice:
+        config.warnings.insert(0, notice)  # logged first thing when the log is up
 
     return run_worker(config, no_ui=args.no_ui, log_format=config.log_format,
                       metrics_port=config.metrics_port, metrics_address=config.metrics_address)
@@ -121,15 +133,27 @@ def cmd_mockweb(argv: list[str]) -> int:
     args = mockweb_parser().parse_args(argv)
     from backend.mockweb.server import serve_forever
 
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="qaworker-mockweb-"))
+    own_dir = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="qaworker-mockweb-")) if own_dir else args.data_dir
 
     def ready(ui: Any) -> None:
-        print(f"mock web UI at {ui.url}  data dir {ui.data_dir}", flush=True)
+        print(f"mock web UI at {ui.url}  data dir {ui.data_dir}{' (removed on exit)' if own_dir else ''}", flush=True)
         print(f"api key {ui.api_key}  api secret {ui.api_secret}", flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(args.port, data_dir, flavour=args.flavour,
-                                  require_auth=not args.no_auth, ready=ready))
+    async def serve() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # stop cleanly: the web UI's stop, then our cleanup
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve_forever(args.port, data_dir, flavour=args.flavour, require_auth=not args.no_auth,
+                                ready=ready)
+
+    try:
+        asyncio.run(serve())
+    finally:
+        if own_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from app.demo_env import TerminalWatch, end_descendants, reserve_instances
 from backend.config import HostConfig, SlotConfig, WorkerConfig
 from backend.events import SlotState
+from backend.metrics import LagProbe
 from backend.mockweb.server import MockWebUI
 from backend.worker import Worker
 
@@ -235,7 +236,8 @@ async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Pat
     worker = Worker(config)
     feeder = DemoFeeder(web, worker, workdir / "loadavg")
     terminal = TerminalWatch(worker.quit)  # the demo belongs to its terminal: no headless afterlife
-    tasks = [feeder.run(), terminal.run()]
+    lag = LagProbe(0.05)  # how late the loop woke up: the summary shows the worst
+    tasks = [feeder.run(), terminal.run(), lag.run()]
     if duration:
         tasks.append(_stop_after(worker, duration))
     say(f"qaworker demo: mock web UI at {web.url} (key {DEMO_KEY}), slots "
@@ -245,7 +247,7 @@ async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Pat
                                 on_hangup=terminal.hangup)
     finally:
         await feeder.stop()
-        say(f"qaworker demo: {summary(web)}")
+        say(f"qaworker demo: {summary(web)}; event loop lag max {lag.max * 1000:.0f} ms")
         await web.stop()
         await _report_leftover_tasks()
         reservation.release()

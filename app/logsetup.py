@@ -8,19 +8,27 @@
   reach a log, not even inside a traceback.
 * ``RateLimit`` lets the same message through at most once per ``interval`` seconds and reports how
   often it was suppressed (fault 25: a full disk logged the same error every 0.2 ms).
+* Nothing is written on the caller's thread (the event loop): the root handler puts the record on a
+  bounded queue and a writer thread formats and writes it (``QueueHandler``/``QueueListener``). When
+  stderr or the journal stalls and the queue is full, lines are dropped and counted, never waited for.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from app import slowcallbacks
 
 MASK = "***"
 _MIN_SECRET_LEN = 4  # shorter "secrets" would mangle ordinary words
@@ -185,23 +193,102 @@ def under_journald(stream: IO[str]) -> bool:
     return value == f"{st.st_dev}:{st.st_ino}"
 
 
+class QueuedHandler(logging.handlers.QueueHandler):
+    """The root handler: queues records for the writer thread, which writes them with ``sink``.
+
+    ``flush()`` waits until everything queued so far is written (tests, shutdown); ``close()`` also
+    stops the writer thread.
+    """
+
+    def __init__(self, sink: logging.Handler, maxsize: int = 10_000) -> None:
+        super().__init__(queue.Queue(maxsize))
+        self.sink = sink
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()
+        self._listener: _Writer | None = _Writer(self)
+        self._listener.start()
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """A copy with the message rendered and the traceback as text; ``extra`` fields stay."""
+        record = copy.copy(record)
+        record.message = record.getMessage()
+        record.msg, record.args = record.message, None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        with self._dropped_lock:
+            dropped = self._dropped
+        if dropped:
+            record._dropped_before = dropped  # the writer says so right where the lines went missing
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            with self._dropped_lock:
+                self._dropped += 1
+            return
+        if dropped:
+            with self._dropped_lock:
+                self._dropped -= dropped
+
+    def flush(self) -> None:
+        if self._listener is not None and self._listener.running:
+            self.queue.join()  # type: ignore[attr-defined]
+        self.sink.flush()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        self.sink.flush()
+        super().close()
+
+
+class _Writer(logging.handlers.QueueListener):
+    def __init__(self, owner: QueuedHandler) -> None:
+        super().__init__(owner.queue, owner.sink)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        super().start()
+        if self._thread is not None:
+            self._thread.name = "qaworker-log-writer"
+
+    def handle(self, record: logging.LogRecord) -> None:
+        dropped = getattr(record, "_dropped_before", 0)
+        if dropped:
+            super().handle(logging.makeLogRecord({
+                "name": "qaworker", "levelno": logging.WARNING, "levelname": "WARNING", "created": record.created,
+                "msg": f"{dropped} log lines dropped: the log output did not keep up"}))
+        super().handle(record)
+
+
 def setup_logging(level: int | str = logging.INFO, fmt: str = "text", stream: IO[str] | None = None,
-                  journald_prefix: bool | None = None, rate_interval: float = 1.0) -> logging.Handler:
+                  journald_prefix: bool | None = None, rate_interval: float = 1.0,
+                  rate_clock: Callable[[], float] = time.monotonic) -> QueuedHandler:
     """Install the one root handler of the headless face (replacing a previous one); return it.
 
-    ``journald_prefix=None`` decides from ``JOURNAL_STREAM``.
+    ``journald_prefix=None`` decides from ``JOURNAL_STREAM``. Lines are written by a thread: call the
+    handler's ``flush()`` before reading ``stream`` back.
     """
     stream = sys.stderr if stream is None else stream
     if fmt not in ("text", "json"):
         raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
     if journald_prefix is None:
         journald_prefix = under_journald(stream)
-    handler = logging.StreamHandler(stream)
-    handler.set_name("qaworker")
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(journald_prefix))
+    sink = logging.StreamHandler(stream)
+    sink.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(journald_prefix))
     install_secret_mask()
+    handler = QueuedHandler(sink)
+    handler.set_name("qaworker")
     handler.addFilter(SecretMask())  # also covers extras added after the record was created
-    handler.addFilter(RateLimit(rate_interval))
+    handler.addFilter(RateLimit(rate_interval, clock=rate_clock))
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "qaworker"]:
         root.removeHandler(old)
@@ -214,4 +301,6 @@ def setup_logging(level: int | str = logging.INFO, fmt: str = "text", stream: IO
     quiet = logging.WARNING if numeric > logging.DEBUG else logging.INFO
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    # asyncio debug mode (PYTHONASYNCIODEBUG=1, QAWORKER_SLOW_CALLBACK_MS): say which code was slow
+    slowcallbacks.configure()
     return handler

@@ -29,7 +29,7 @@ from aiohttp import web  # noqa: E402
 
 from backend.job.status import make_image_pool  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
-from tests.integration.test_upload_support import FakeWebUI, make_reporter, thaw  # noqa: E402
+from tests.integration.upload_support import FakeWebUI, make_reporter, thaw  # noqa: E402
 
 
 def write_at(target: str, offset: int, data: bytes) -> None:

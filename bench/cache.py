@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/cache.py [--size-mib 1024] [--waiters 8]
 
-The asset server runs in its own process (tests/integration/test_cache_support.AssetServer) so the
+The asset server runs in its own process (tests/integration/cache_support.AssetServer) so the
 figures are the client's. Prints figures only.
 """
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.cache import AssetCache  # noqa: E402
 from backend.events import EventBus  # noqa: E402
-from tests.integration.test_cache_support import AssetServer, make_client  # noqa: E402
+from tests.integration.cache_support import AssetServer, make_client  # noqa: E402
 
 NAME = "bench.qcow2"
 

@@ -43,7 +43,7 @@ from backend.engine.watch import PoolWatcher  # noqa: E402
 from backend.job.imageopt import OXIPNG_PRESET, ImagePool, Optimizer, available_cores  # noqa: E402
 from backend.job.upload import UploadSettings  # noqa: E402
 from bench.common import TimedLagProbe, fmt_lag, lag_stats  # noqa: E402
-from tests.integration.test_upload_support import FakeWebUI, make_reporter  # noqa: E402
+from tests.integration.upload_support import FakeWebUI, make_reporter  # noqa: E402
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before oxipng loads (lazily): one core per call in part 1
 

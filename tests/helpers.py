@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+import shutil
 import socket
+
+import pytest
 
 
 def port_is_free(port: int) -> bool:
@@ -32,3 +35,13 @@ def free_instance(low: int = 100, high: int = 4000) -> int:
         if port_is_free(20003 + 10 * n):
             return n
     raise RuntimeError("no free slot number found")
+
+
+def require_tools(*tools: str) -> None:
+    """Fail (never skip) when a system tool a test runs for real is missing: a skip would hide a broken set-up
+    that CI counts as passing. ``make test`` installs them when run as root."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        names = " ".join(missing)
+        pytest.fail(f"{names} not installed: run the tests with `make test` as root, or install with "
+                    f"`sudo apt-get install -y {names}`", pytrace=False)

@@ -58,7 +58,7 @@ class AssetCache:
         self.rsync_timeout = rsync_timeout
         self.fresh_seconds = fresh_seconds  # a file another process confirmed this recently is used as is
         self.stats = CacheStats()
-        self.layout = Layout.of(self.cache_dir)
+        self.layout = Layout(Path(os.path.abspath(self.cache_dir)))  # open() resolves it (realpath) off the loop
         self._store: CacheStore | None = None
         self._inflight: dict[str, asyncio.Task[Path]] = {}
         self._waiters: dict[str, set[int]] = {}
@@ -139,7 +139,7 @@ class AssetCache:
                 self._waiters.pop(key, None)
         if joined:
             self.stats.hits += 1  # the shared download served this caller too
-        self.pin(path, job)
+        await self.pin(path, job)
         return path
 
     def _task_done(self, key: str) -> None:
@@ -216,16 +216,25 @@ class AssetCache:
         return checked is not None and time.time() - checked < self.fresh_seconds
 
     # -- pins ----------------------------------------------------------------------------------------
-    def pin(self, path: Path, job_id: int) -> None:
+    async def pin(self, path: Path, job_id: int) -> None:
         """Keep ``path`` from eviction (in every process sharing the cache) until unpin_job(job_id)."""
-        filename = os.path.realpath(path)
+        filename = await asyncio.to_thread(os.path.realpath, path)  # realpath, open, flock: off the loop
         self._pins.setdefault(job_id, set()).add(filename)
-        if filename not in self._pin_fds:
-            fd = locks.try_lock(self.layout.pin_lock(Path(filename)), shared=True)
-            if fd is None:
-                log.warning("could not pin %s for other processes (being evicted right now?)", filename)
-            else:
-                self._pin_fds[filename] = fd
+        if filename in self._pin_fds:
+            return
+        locking = asyncio.ensure_future(asyncio.to_thread(locks.try_lock, self.layout.pin_lock(Path(filename)),
+                                                          shared=True))
+        try:
+            fd = await asyncio.shield(locking)
+        except asyncio.CancelledError:  # the lock still arrives: drop it then
+            locking.add_done_callback(lambda t: t.cancelled() or t.exception() or locks.release(t.result()))
+            raise
+        if fd is None:
+            log.warning("could not pin %s for other processes (being evicted right now?)", filename)
+        elif filename in self._pin_fds or not any(filename in files for files in self._pins.values()):
+            locks.release(fd)  # pinned by another job, or unpinned, while we were locking
+        else:
+            self._pin_fds[filename] = fd
 
     def unpin_job(self, job_id: int) -> None:
         for filename in self._pins.pop(job_id, set()):

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
-import websockets
+from websockets.asyncio.client import connect as ws_connect  # not websockets.connect: lazily imported on the loop
 from websockets.exceptions import WebSocketException
+
+from backend.webui.client import new_http_client
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +33,58 @@ def ws_url(qemuport: int, jobtoken: str) -> str:
     return f"ws://127.0.0.1:{qemuport + 1}/{jobtoken}/ws"
 
 
-async def broadcast(url: str, payload: dict[str, Any], timeout: float = 10) -> bool:
-    """POST ``payload`` to ``<url>/broadcast``. True when accepted; errors are only logged."""
-    try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-            resp = await client.post(f"{url.rstrip('/')}/broadcast", json=payload)
-    except httpx.HTTPError as exc:
-        log.info("command server broadcast to %s failed: %s", url, exc)
+class CommandServerClient:
+    """One HTTP client for the command servers of every job (made once, with the shared TLS context).
+
+    No keep-alive: each command server lives only as long as its job, so a pooled connection would
+    mostly be a dead one, and the client holds no socket between broadcasts.
+    """
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def _http(self) -> httpx.AsyncClient:
+        async with self._lock:
+            if self._client is None:
+                self._client = await new_http_client(limits=httpx.Limits(max_keepalive_connections=0))
+            return self._client
+
+    async def broadcast(self, url: str, payload: dict[str, Any], timeout: float = 10) -> bool:
+        """POST ``payload`` to ``<url>/broadcast``. True when accepted; errors are only logged."""
+        http = await self._http()
+        try:
+            resp = await http.post(f"{url.rstrip('/')}/broadcast", json=payload, timeout=timeout)
+        except httpx.HTTPError as exc:
+            log.info("command server broadcast to %s failed: %s", url, exc or type(exc).__name__)
+            return False
+        if resp.is_success:
+            return True
+        log.info("command server broadcast to %s answered %d: %s", url, resp.status_code, resp.text[:200])
         return False
-    if resp.is_success:
-        return True
-    log.info("command server broadcast to %s answered %d: %s", url, resp.status_code, resp.text[:200])
-    return False
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CommandServerClient] = weakref.WeakKeyDictionary()
+
+
+def shared_client() -> CommandServerClient:
+    """The command-server client of the running loop (an httpx client belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    client = _shared.get(loop)
+    if client is None:
+        client = _shared[loop] = CommandServerClient()
+    return client
+
+
+async def broadcast(url: str, payload: dict[str, Any], timeout: float = 10) -> bool:
+    """POST ``payload`` to ``<url>/broadcast`` with the shared client. True when accepted; errors are only
+    logged."""
+    return await shared_client().broadcast(url, payload, timeout)
 
 
 @dataclass(frozen=True)
@@ -106,8 +149,7 @@ class CommandServerMonitor:
             delay = min(delay * 2, self.max_retry_delay)
 
     async def _session(self) -> None:
-        async with websockets.connect(self.url_ws, open_timeout=5, proxy=None,
-                                      max_size=2**24) as ws:
+        async with ws_connect(self.url_ws, open_timeout=5, proxy=None, max_size=2**24) as ws:
             self._set(replace(self.state, connected=True))
             await ws.send(json.dumps({"cmd": "status"}))
             async for raw in ws:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.engine.cmdsrv import cmd_srv_url
+from backend.fsutil import write_atomic
 from backend.job.assets import asset_keys, asset_type, handle_assets, link_asset, locate_asset
 from backend.job.placeholders import expand_placeholders
 from backend.job.setupbase import (
@@ -132,12 +133,7 @@ def _reset_logs(pool: Path) -> None:
 
 def _write_json(path: Path, data: object) -> None:
     """Write pretty JSON replacing whatever was there (never through a planted symlink)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    with open(tmp, "x", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=3, sort_keys=True, ensure_ascii=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=3, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from backend.config import SlotTuning, bool_or
 from backend.config.tuning import resolve
 from backend.events import EventBus, UploadProgress
+from backend.fsutil import write_atomic
 from backend.job.imageopt import Optimizer, choose_optimizer
 from backend.job.storable import encode_chunk
 from backend.webui.client import ApiClient, ApiError
@@ -344,6 +345,4 @@ def redact_vars(path: Path, hide_regex: str | None = None) -> None:
     for key in data:
         if SECRET_KEY_RE.search(key) or (extra is not None and extra.search(key)):
             data[key] = "[redacted]"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=4, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=4, sort_keys=True))  # not via vars.json.tmp: could be a planted link

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidURI
 
 from backend.mockweb import storable
 from backend.webui.auth import QueryParams, auth_headers, request_target
+from backend.webui.client import new_http_client
 
 
 class Probe:
@@ -26,14 +27,15 @@ class Probe:
         self.url = url
         self.key = key
         self.secret = secret
-        self.http = httpx.AsyncClient(timeout=10.0, trust_env=False)
+        self.http: httpx.AsyncClient | None = None  # made by the first call: the TLS context is built off the loop
         self.worker_id: int | None = None
         self.ws: ClientConnection | None = None
 
     async def aclose(self) -> None:
         if self.ws is not None:
             await self.ws.close()
-        await self.http.aclose()
+        if self.http is not None:
+            await self.http.aclose()
 
     async def __aenter__(self) -> Probe:
         return self
@@ -46,6 +48,8 @@ class Probe:
         target = request_target(path, params)
         headers = auth_headers(self.key, self.secret, target) if sign else {}
         headers.update(kwargs.pop("headers", {}))
+        if self.http is None:
+            self.http = await new_http_client(timeout=10.0)
         return await self.http.request(method, (base or self.url) + target, headers=headers, **kwargs)
 
     async def register(self, host: str = "probehost", instance: int = 1, worker_class: str = "qemu_x86_64",

@@ -98,11 +98,10 @@ class MockWebUI:
         log.info("mock web UI listening on %s (flavour %s)", self.url, self.flavour)
 
     async def stop(self) -> None:
-        for task in [*self._loops, *self._tasks]:
+        tasks = [*self._loops, *self._tasks]
+        for task in tasks:
             task.cancel()
-        for task in [*self._loops, *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)  # their ends; a cancel of stop() itself propagates
         self._loops.clear()
         await self.drop_websockets()
         for runner in self._runners:
@@ -236,8 +235,11 @@ class MockWebUI:
             changed = self._changed
             deadline = self._next_stale_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.time()) + 0.01
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that coincides with the event
+            # being set (CPython gh-86296), and stop() then waits for this loop forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await changed.wait()
             if self.state.handle_stale(time.time()):
                 self.notify()
 
@@ -301,7 +303,8 @@ class MockWebUI:
                 raise TimeoutError(f"condition not met within {timeout} s")
             changed = self._changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see _stale_loop
+                    await changed.wait()
 
     async def wait_job_done(self, job_id: int, timeout: float = 30.0) -> MockJob:
         await self.wait_for(lambda: self.jobs[job_id].finished, timeout)

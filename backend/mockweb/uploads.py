@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from backend.fsutil import write_atomic
 from backend.mockweb import storable
 from backend.mockweb.context import json_error, ui_of
 from backend.mockweb.jobs import image_path
@@ -125,9 +126,7 @@ def _detail_files(job: MockJob) -> set[str]:
 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)  # a unique temporary name: uploads of the same file may overlap
 
 
 async def _asset(ui: MockWebUI, job: MockJob, upload: Upload) -> web.Response:

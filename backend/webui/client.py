@@ -11,13 +11,18 @@ When the attempts run out an ``ApiError`` carries the text openQA uses in reason
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
-from collections.abc import Callable
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio._backends._asyncio  # noqa: F401 - httpx imports these lazily (first client, first request; ~40 ms):
+import httpcore  # noqa: F401 - import them with this module, not on the event loop
 import httpx
 
 from backend.config import HostConfig, SlotTuning
@@ -91,11 +96,36 @@ def endpoint_label(path: str) -> str:
     return re.sub(r"/\d+(?=/|$)", "/:id", path)
 
 
+# -- one TLS context for every client ----------------------------------------------------------------
+_tls_lock = threading.Lock()
+_tls: ssl.SSLContext | None = None
+
+
+def _build_tls_context() -> ssl.SSLContext:
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = httpx.create_ssl_context(trust_env=False)  # what httpx builds per client by default
+        return _tls
+
+
+async def tls_context() -> ssl.SSLContext:
+    """The TLS context all our HTTP clients share (certifi's CAs). Loading the CA bundle takes 30-50 ms:
+    done once, in a thread. A client built with it costs well under a millisecond."""
+    return _tls if _tls is not None else await asyncio.to_thread(_build_tls_context)
+
+
+async def new_http_client(**kwargs: Any) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` with the shared TLS context and without proxies from the environment."""
+    return httpx.AsyncClient(verify=await tls_context(), trust_env=False, **kwargs)
+
+
 Observer = Callable[[str, str, int | None, bool], None]  # (method, endpoint, status or None, retried)
 
 
 class ApiClient:
-    """One signed httpx.AsyncClient per web UI connection."""
+    """One signed httpx.AsyncClient per web UI connection, made with the first request (never on the
+    loop's time: the TLS context is shared and built in a thread)."""
 
     def __init__(self, host: HostConfig, *, retry: RetryPolicy | None = None, timeout: float = 60.0,
                  transport: httpx.AsyncBaseTransport | None = None, observer: Observer | None = None) -> None:
@@ -104,12 +134,28 @@ class ApiClient:
         self.retry = retry or RetryPolicy()
         self.observer = observer
         self.last_error = ""
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0), write=max(timeout, 300.0)),
-            transport=transport, trust_env=False, follow_redirects=False)
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0), write=max(timeout, 300.0))
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    async def _http(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        if self._client is None:
+            client = await new_http_client(timeout=self._timeout, transport=self._transport, follow_redirects=False)
+            if self._client is None and not self._closed:
+                self._client = client
+            else:  # another request made one meanwhile, or we were closed
+                await client.aclose()
+                return await self._http()
+        return self._client
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     def signed_headers(self, path: str, params: QueryParams = None) -> tuple[str, dict[str, str]]:
         """The request target and its auth headers (also used for the websocket handshake)."""
@@ -151,7 +197,8 @@ class ApiClient:
             url = f"{base_url or self.base_url}{target}"
             req_headers = {**auth, **(headers or {})}
             try:
-                response = await self._client.request(
+                http = await self._http()
+                response = await http.request(
                     method, url, json=json, data=data, files=files() if callable(files) else files,
                     content=content, headers=req_headers, follow_redirects=follow_redirects,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
@@ -192,13 +239,17 @@ class ApiClient:
         response = await self.request(method, path, **kwargs)
         return _json_or_none(response)
 
-    def stream(self, method: str, path: str, *, params: QueryParams = None, headers: dict[str, str] | None = None,
-               follow_redirects: bool = True, timeout: float | None = None):
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, path: str, *, params: QueryParams = None,
+                     headers: dict[str, str] | None = None, follow_redirects: bool = True,
+                     timeout: float | None = None) -> AsyncIterator[httpx.Response]:
         """A signed streaming request (``async with client.stream(...) as response``); no retries."""
         target, auth = self.signed_headers(path, params)
-        return self._client.stream(method, f"{self.base_url}{target}", headers={**auth, **(headers or {})},
-                                   follow_redirects=follow_redirects,
-                                   timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        http = await self._http()
+        async with http.stream(method, f"{self.base_url}{target}", headers={**auth, **(headers or {})},
+                               follow_redirects=follow_redirects,
+                               timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT) as response:
+            yield response
 
     def _observe(self, method: str, label: str, status: int | None, retried: bool) -> None:
         if self.observer is not None:

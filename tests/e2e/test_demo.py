@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.demo import FIRST_INSTANCE_ENV
+from tests import loopguard
 from tests.helpers import free_instance
 from tests.integration.harness import assert_no_leftovers
 
@@ -35,7 +36,9 @@ class DemoRun:
 def demo(tmp_path_factory) -> DemoRun:
     """One demo run (45 s) shared by the tests below; each checks one thing a user would look for."""
     out = tmp_path_factory.mktemp("demo") / "demo.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", FIRST_INSTANCE_ENV: str(free_instance(100, 3900))}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", FIRST_INSTANCE_ENV: str(free_instance(100, 3900)),
+           **loopguard.subprocess_env()}
+    loopguard.watch_log(out)
     with out.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "demo", "--no-ui", "--duration", str(DURATION)],
                                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
@@ -61,7 +64,7 @@ def results_by_kind(log: str) -> dict[str, list[str]]:
 async def test_demo_exits_zero_and_leaves_nothing_behind(demo: DemoRun) -> None:
     assert demo.code == 0, demo.log[-3000:]
     assert "stopped (exit code 0)" in demo.log
-    assert re.search(r"qaworker demo: jobs .*passed \d+", demo.log), "no summary line"
+    assert re.search(r"qaworker demo: jobs .*passed \d+.*; event loop lag max \d+ ms", demo.log), "no summary line"
     workdir = Path(re.search(r"data in (\S+)", demo.log).group(1))
     assert not workdir.exists(), "the demo's temporary directory was left behind"  # noqa: ASYNC240
     await assert_no_leftovers(demo.pid)

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.faults
 QEMU_REASON = "A QEMU instance using the current pool directory is still running (PID: {pid})"
 
 
+@pytest.mark.quick  # also in `make test`
 async def test_isotovideo_crash(tmp_path):
     async with serving(tmp_path) as (web, worker):
         job = await web.wait_job_done(web.schedule_job(job_settings(SIM_CRASH="login")), 60)
@@ -54,6 +55,7 @@ async def test_isotovideo_ignoring_sigterm_is_killed_on_cancel(tmp_path):
         await assert_healthy(web)
 
 
+@pytest.mark.quick  # also in `make test`
 async def test_double_forked_orphans_are_reaped(tmp_path):
     async with serving(tmp_path) as (web, _worker):
         job = await web.wait_job_done(web.schedule_job(job_settings(SIM_ORPHAN="1")), 60)

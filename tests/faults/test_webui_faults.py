@@ -98,6 +98,7 @@ async def test_slow_status_responses(tmp_path):
         await assert_healthy(web)
 
 
+@pytest.mark.quick  # also in `make test`
 async def test_connection_reset_mid_upload(tmp_path):
     async with serving(tmp_path) as (web, _worker):
         web.faults.reset(r"/artefact$", times=4)

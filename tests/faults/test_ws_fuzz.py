@@ -64,6 +64,7 @@ def generate(count: int) -> list:
     return [rng.choice(pool) for _ in range(count)]
 
 
+@pytest.mark.quick  # also in `make test`
 def test_parse_message_raw_frames():
     for frame in raw_frames():
         parse_message(frame)

@@ -1,14 +1,18 @@
-"""Fixtures shared by the mock web UI's own protocol tests."""
+"""Fixtures shared by the integration tests: the mock web UI (ui, probe) and the upload tests' recording
+web UI, image pool and reporter harness (helpers in upload_support.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from backend.job.status import make_image_pool
 from backend.mockweb.probe import Probe
 from backend.mockweb.server import MockWebUI
+from tests.integration.upload_support import FakeWebUI, Harness, make_reporter
 
 
 @pytest.fixture
@@ -23,3 +27,26 @@ async def ui(tmp_path: Path) -> AsyncIterator[MockWebUI]:
 async def probe(ui: MockWebUI) -> AsyncIterator[Probe]:
     async with Probe(ui.url) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def image_pool() -> Iterator[Any]:
+    pool = make_image_pool(2)
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+async def webui() -> AsyncIterator[FakeWebUI]:
+    server = FakeWebUI()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def harness(webui: FakeWebUI, tmp_path: Path, image_pool: Any) -> AsyncIterator[Harness]:
+    h = make_reporter(webui, tmp_path / "pool", image_pool)
+    yield h
+    await h.reporter.aclose()
+    await h.client.aclose()

@@ -15,6 +15,7 @@ from backend.config import HostConfig, SlotConfig, WorkerConfig
 from backend.engine.simulator import simulator_command
 from backend.mockweb.server import MockWebUI
 from backend.worker import Worker
+from tests import loopguard
 from tests.helpers import free_instance
 
 KEY = "1234567890ABCDEF"
@@ -133,7 +134,11 @@ def _cmd(p: psutil.Process) -> str:
 
 async def start_worker_process(tmp: Path, url: str, instance: int | list[int], extra: str = "",
                                isotovideo: str | None = None, args: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
-    """The real `python -m app.cli --no-ui` process (one or several slots); output goes to <tmp>/worker.log."""
+    """The real `python -m app.cli --no-ui` process (one or several slots); output goes to <tmp>/worker.log.
+
+    Under pytest it runs with the slow-callback guard (tests/loopguard.py), which fails the test when
+    the process logs a slow callback of our code.
+    """
     instances = instance if isinstance(instance, list) else [instance]
     sections = "".join(f"[{i}]\nWORKER_CLASS = test\n" for i in instances)
     slot_args = (["--instances", ",".join(map(str, instances))] if len(instances) > 1
@@ -147,6 +152,9 @@ async def start_worker_process(tmp: Path, url: str, instance: int | list[int], e
     (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
            "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
+    if loopguard.under_pytest():
+        env.update(loopguard.subprocess_env())
+        loopguard.watch_log(tmp / "worker.log")
     with (tmp / "worker.log").open("ab") as out:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app.cli", "--no-ui", *slot_args, "--isotovideo", isotovideo or simulator_command(),

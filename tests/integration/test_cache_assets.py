@@ -17,7 +17,7 @@ from backend.cache import ASSET_FAILURE, CACHE_FAILURE, AssetCache, CacheError
 from backend.events import CacheProgress, CacheTotals, EventBus
 from backend.job.setup import link_asset
 from backend.webui.client import ApiClient
-from tests.integration.test_cache_support import AssetServer, make_client
+from tests.integration.cache_support import AssetServer, make_client
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
@@ -308,7 +308,7 @@ async def test_two_processes_share_one_download(tmp_path, server):
     procs = []
     for _ in range(2):
         procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.integration.test_cache_support", str(tmp_path / "cache"),
+            sys.executable, "-m", "tests.integration.cache_support", str(tmp_path / "cache"),
             server.url, HOST, "hdd", "shared.qcow2", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE))
     for proc in procs:  # both have opened the cache: now let them race

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,10 +12,14 @@ import pytest
 
 from backend.cache import CACHE_FAILURE, AssetCache, CacheError
 from backend.events import CacheProgress, EventBus
-from tests.helpers import free_port
+from tests.helpers import free_port, require_tools
 
-pytestmark = [pytest.mark.timeout(30),
-              pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")]
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(autouse=True)
+def _rsync_installed() -> None:
+    require_tools("rsync")
 HOST = "127.0.0.1"
 
 

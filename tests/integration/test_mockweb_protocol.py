@@ -269,3 +269,21 @@ async def test_drop_websockets_closes_worker_connections(ui: MockWebUI, probe: P
         while True:
             await asyncio.wait_for(probe.ws.recv(), 5)  # type: ignore[union-attr]
     await ui.wait_for(lambda: not ui.workers[1].connected)
+
+
+async def test_stop_right_after_a_change_does_not_hang(ui: MockWebUI, probe: Probe) -> None:
+    """3.11's wait_for swallowed the stop's cancel when it came in the same step as a change (the stale-job
+    timer then waited an hour and stop() with it)."""
+    await probe.register()  # a worker with a job: the stale-job timer waits with a deadline now
+    await probe.connect()
+    await probe.send({"type": "worker_status", "status": "free"})
+    job_id = ui.schedule_job({"TEST": "t"})
+    assert (await probe.receive())["job"]["id"] == job_id
+    await probe.send({"type": "accepted", "jobid": job_id})
+    await ui.wait_for(lambda: ui.jobs[job_id].state == "setup")
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    ui.notify()  # wakes the timer's wait ...
+    await asyncio.wait_for(ui.stop(), 10)  # ... in the same step as the cancel
+    assert loop.time() - start < 5

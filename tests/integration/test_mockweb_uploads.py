@@ -274,3 +274,17 @@ async def test_standalone_entry_point(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_overlapping_uploads_of_the_same_file_all_succeed(ui: MockWebUI, probe: Probe) -> None:
+    """Issue 15 item 4: two slots' uploads of the same thumbnail overlapped on one `<name>.part` file."""
+    from backend.mockweb.jobs import image_path
+
+    job_id = await running_job(ui, probe)
+    bodies = [PNG + bytes([i]) * 400_000 for i in range(32)]
+    answers = await asyncio.gather(*(artefact(probe, job_id, "boot-1.png", body, image="1", thumb="1", md5=MD5)
+                                     for body in bodies))
+    assert [a.status_code for a in answers] == [200] * len(bodies), [a.text for a in answers if a.status_code != 200]
+    stored = image_path(ui.data_dir / "images", MD5, thumb=True)
+    assert stored.read_bytes() in bodies  # one whole upload, not a mix
+    assert sorted(p.name for p in stored.parent.iterdir()) == [stored.name]  # no temporary file left

@@ -230,8 +230,3 @@ async def test_detect_interface_version(tmp_path: Path) -> None:
     silent.write_text("#!/bin/sh\necho no version here\n")
     silent.chmod(0o755)
     assert await detect_interface_version(str(silent)) == 0
-
-
-@pytest.mark.skipif(not Path("/usr/bin/isotovideo").exists(), reason="os-autoinst not installed")
-async def test_detect_interface_version_of_the_real_isotovideo() -> None:
-    assert await detect_interface_version("/usr/bin/isotovideo") >= 30

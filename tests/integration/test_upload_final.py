@@ -1,5 +1,4 @@
 """Final uploads at the end of a job: ulogs, assets (chunked / local), logs (§14.2 step 6, §15)."""
-# ruff: noqa: F811 - the pytest fixtures imported below are requested by argument name
 
 from __future__ import annotations
 
@@ -8,12 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from tests.integration.test_upload_support import (  # noqa: F401 - fixtures are used by name
-    Harness,
-    harness,
-    image_pool,
-    webui,
-)
+from tests.integration.upload_support import Harness
 
 FAST = {"LOCAL_UPLOAD": "0", "QAWORKER_UPLOAD_DELAY": "0.01"}
 

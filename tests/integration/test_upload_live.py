@@ -1,24 +1,23 @@
-"""Live log / live screen (§17.1) and developer-mode upload progress (§17.2)."""
-# ruff: noqa: F811 - the pytest fixtures imported below are requested by argument name
+"""Live log / live screen (§17.1) and developer-mode upload progress (§17.2).
+
+The reporter's cadences run on a virtual clock (tests/clock.py): waiting 28 s of its time for the
+30 s interval takes no wall-clock time, and no assertion depends on how busy the machine is.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
-import time
+
+import pytest
 
 from backend.events import DeveloperSession, LiveViewers
-from tests.integration.test_upload_support import (  # noqa: F401 - fixtures are used by name
-    Harness,
-    Module,
-    harness,
-    image_pool,
-    make_png,
-    webui,
-)
+from tests.integration.upload_support import Harness, Module, make_png
 
 LIVE_FIELDS = {"log", "serial_log", "serial_terminal", "serial_terminal_user"}
+
+pytestmark = pytest.mark.virtual_clock
 
 
 async def test_live_viewer_switches_cadence_fields_and_the_live_log_marker(harness: Harness) -> None:
@@ -53,18 +52,20 @@ async def test_live_viewer_switches_cadence_fields_and_the_live_log_marker(harne
     assert second["log"]["data"] == "second line\n"
     assert "screen" not in second  # unchanged screen is not sent again
 
-    # 1 s cadence (here 0.15 s) while watched: several posts without any trigger
-    count = len(h.web.status_posts)
-    t0 = time.monotonic()
-    await h.web.wait(lambda: len(h.web.status_posts) >= count + 4, timeout=5)
-    assert time.monotonic() - t0 < 5
+    # 1 s cadence (here 0.15 s, spaced by MIN_ROUND_SPACING) while watched: posts without any trigger
+    loop = asyncio.get_running_loop()
+    count, t0 = len(h.web.status_posts), loop.time()
+    await h.web.wait(lambda: len(h.web.status_posts) >= count + 4, timeout=30)
+    assert loop.time() - t0 < 4 * 1.0  # not the 30 s interval
 
     h.reporter.set_live_viewers(0)
     assert not (h.pool / "live_log").exists()
-    await asyncio.sleep(0.4)  # let a round in flight finish
+    await asyncio.sleep(1.0)  # the round in flight (and one on the short interval) ends
     quiet_from = len(h.web.status_posts)
-    await asyncio.sleep(1.0)
-    assert len(h.web.status_posts) <= quiet_from + 1  # back to the long interval
+    await asyncio.sleep(28)
+    assert len(h.web.status_posts) == quiet_from  # back to the long interval: nothing for 28 s
+    await asyncio.sleep(3)
+    assert len(h.web.status_posts) == quiet_from + 1  # and then the 30 s round
     assert all(not (LIVE_FIELDS & p.keys()) for p in h.web.status_posts[quiet_from:])
 
     viewers = []

@@ -6,22 +6,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from backend.config import HostConfig
 from backend.events import EventBus
 from backend.job.status import JobReporter, ReporterContext
+from backend.mockweb.server import MockWebUI
 from backend.webui.client import ApiClient, RetryPolicy
-from tests.integration.test_upload_support import Module, PoolBuilder, image_pool, md5_of  # noqa: F401
-
-mockserver = pytest.importorskip("backend.mockweb.server")
+from tests.integration.upload_support import Module, PoolBuilder, md5_of
 
 KEY = SECRET = "1234567890ABCDEF"
 
 
 async def test_results_and_a_25_mb_asset_arrive_at_the_mock_web_ui(
-        tmp_path: Path, image_pool: Any) -> None:  # noqa: F811 - fixture
-    ui = mockserver.MockWebUI(tmp_path / "web", api_key=KEY, api_secret=SECRET)
+        tmp_path: Path, image_pool: Any) -> None:
+    ui = MockWebUI(tmp_path / "web", api_key=KEY, api_secret=SECRET)
     ui.scheduling_enabled = False
     await ui.start()
     host = HostConfig(configured=ui.url, base_url=ui.url, api_key=KEY, api_secret=SECRET)

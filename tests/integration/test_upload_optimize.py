@@ -1,5 +1,4 @@
 """Screenshot optimisation in the image pool (§13.5, §25 optipng note): oxipng, optipng, pngquant."""
-# ruff: noqa: F811 - the pytest fixtures imported below are requested by argument name
 
 from __future__ import annotations
 
@@ -8,16 +7,16 @@ import hashlib
 import json
 import subprocess
 
+import pytest
+
 from backend.engine.png import screenshot_png
-from tests.integration.test_upload_support import (  # noqa: F401 - fixtures are used by name
-    Harness,
-    Module,
-    PoolBuilder,
-    harness,
-    image_pool,
-    md5_of,
-    webui,
-)
+from tests.helpers import require_tools
+from tests.integration.upload_support import Harness, Module, PoolBuilder, md5_of
+
+
+@pytest.fixture(autouse=True)
+def _optimisers_installed() -> None:
+    require_tools("optipng", "pngquant")
 
 
 async def test_fifty_screenshots_are_optimised_while_the_loop_keeps_responding(harness: Harness) -> None:

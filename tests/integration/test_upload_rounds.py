@@ -1,18 +1,9 @@
 """Status posts and upload rounds against a recording web UI on 127.0.0.1 (PROTOCOL.md §13)."""
-# ruff: noqa: F811 - the pytest fixtures imported below are requested by argument name
 
 from __future__ import annotations
 
 from backend.events import JobProgress, LogLines
-from tests.integration.test_upload_support import (  # noqa: F401 - fixtures are used by name
-    Harness,
-    Module,
-    harness,
-    image_pool,
-    make_reporter,
-    md5_of,
-    webui,
-)
+from tests.integration.upload_support import Harness, Module, make_reporter, md5_of
 
 BASE = {"worker_id": 7, "cmd_srv_url": "http://localhost:20033/tok", "worker_hostname": "worker.test"}
 

@@ -152,3 +152,107 @@ def test_mockweb_command_serves_the_real_mock(isolated_env):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == "qaworker 0.1.0\n"
+
+
+def test_every_option_of_run_has_help(capsys):
+    parser_help = main(["--help"]), capsys.readouterr().out
+    assert parser_help[0] == 0
+    assert "--log-format {text,json}\n" in parser_help[1] and "json (one object" in parser_help[1]
+    from app.cli import run_parser
+
+    undocumented = [a.option_strings for a in run_parser()._actions if not a.help]
+    assert undocumented == []
+
+
+def _mockweb(args: list[str], tmp: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "mockweb", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline() if proc.stdout else ""  # blocks until ready (or exit)
+    return proc, line
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_mockweb_removes_its_temporary_directory_on_exit(isolated_env, signum):
+    import signal
+
+    proc, line = _mockweb(["--port", str(free_port())], isolated_env)
+    try:
+        assert "data dir " in line, proc.stderr.read() if proc.poll() is not None else line
+        data_dir = Path(line.split("data dir ")[1].split()[0])
+        assert data_dir.is_dir() and data_dir.parent == isolated_env and "(removed on exit)" in line
+        proc.send_signal(getattr(signal, signum))
+        assert proc.wait(timeout=15) == 0
+        assert not data_dir.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.timeout(30)
+def test_mockweb_keeps_a_data_dir_it_was_given(isolated_env):
+    given = isolated_env / "mine"
+    proc, line = _mockweb(["--port", str(free_port()), "--data-dir", str(given)], isolated_env)
+    try:
+        assert f"data dir {given}" in line and "removed" not in line
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        assert given.is_dir()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_readme_mockweb_example_stays_off_the_real_web_uis_ports():
+    """9526-9529 are openQA's own ports (and the real stack's here): the example must not take them."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    ports = [int(p) for p in re.findall(r"qaworker mockweb[^\n]*--port (\d+)", readme)]
+    assert ports and not [p for p in ports if 9526 <= p <= 9529]
+
+
+def test_no_notice_when_the_web_ui_is_chosen_explicitly(isolated_env):
+    from app.startup import system_config_notice
+    from backend.config import CliOptions, load_config
+
+    (isolated_env / "etc/workers.ini").write_text("[global]\nHOST = http://openqa.example.com\n")
+    (isolated_env / "etc/client.conf").write_text("[openqa.example.com]\nkey = ABCDEF0123456789\nsecret = x\n")
+    plain = CliOptions.parse()
+    notice = system_config_notice(load_config(plain), plain)
+    assert notice == (f"using {isolated_env}/etc/workers.ini: registering with http://openqa.example.com as "
+                      "instance 1 (--host or --config-dir to use another web UI)")
+    explicit = CliOptions.parse(host="http://127.0.0.1:1")
+    assert system_config_notice(load_config(explicit), explicit) is None
+    (isolated_env / "env/workers.ini").write_text("[global]\nHOST = http://mine.example.com\n")
+    assert system_config_notice(load_config(plain), plain) is None  # $OPENQA_CONFIG's file: chosen on purpose
+
+
+@pytest.mark.timeout(30)
+def test_plain_qaworker_says_it_registers_with_the_system_config(isolated_env):
+    port = free_port()  # nothing listens: the worker keeps retrying, which is fine here
+    (isolated_env / "etc/workers.ini").write_text(f"[global]\nHOST = http://127.0.0.1:{port}\n[3]\nWORKER_CLASS = x\n")
+    (isolated_env / "etc/client.conf").write_text(f"[127.0.0.1:{port}]\nkey = ABCDEF0123456789\nsecret = x\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENQA_", "QAWORKER_"))}
+    env.update(OPENQA_CONFIG=str(isolated_env / "env"), HOME=str(isolated_env / "home"),
+               QAWORKER_SYSTEM_CONFIG_DIRS=str(isolated_env / "etc"), PYTHONUNBUFFERED="1",
+               OPENQA_BASEDIR=str(isolated_env / "base"))
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--no-ui", "--instance", "3",
+                             "--isotovideo", "/bin/true"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline() if proc.stderr else ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert first.split("] ", 1)[1].strip() == (
+        f"[warn] using {isolated_env}/etc/workers.ini: registering with http://127.0.0.1:{port} as instance 3 "
+        "(--host or --config-dir to use another web UI)")

@@ -196,6 +196,7 @@ async def test_run_headless_logs_notifies_and_returns_exit_code(tmp_path):
         assert await asyncio.wait_for(task, 2) == 3
     finally:
         logging.getLogger().removeHandler(handler)
+        handler.close()  # writes what is still queued
     out = buf.getvalue()
     assert '"message": "[slot 1] job 42 (gnome) accepted from http://127.0.0.1:9526"' in out
     assert '"job_id": 42' in out and '"event": "JobAccepted"' in out

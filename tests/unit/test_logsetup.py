@@ -8,7 +8,7 @@ import logging
 import re
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,11 +31,16 @@ def stream(monkeypatch):
         logging.getLogger(name).setLevel(old)
     for handler in [h for h in root.handlers if h.get_name() == "qaworker"]:
         root.removeHandler(handler)
+        handler.close()
     root.setLevel(level)
     clear_secrets()
 
 
 def lines(buf: io.StringIO) -> list[str]:
+    """What reached the stream: waits for the writer thread to write everything logged so far."""
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == "qaworker":
+            handler.flush()
     return buf.getvalue().splitlines()
 
 
@@ -68,6 +73,7 @@ def test_journal_stream_of_another_fd_is_ignored(tmp_path, monkeypatch):
         handler = setup_logging("info", "text", f)
         logging.getLogger("qaworker.test").info("hello")
         logging.getLogger().removeHandler(handler)
+        handler.close()
     text = (tmp_path / "log.txt").read_text()
     assert text.startswith("[") and "[info] hello" in text
 
@@ -124,7 +130,7 @@ def test_secrets_never_reach_the_log(stream, fmt):
         raise RuntimeError(f"bad secret {SECRET}")
     except RuntimeError:
         log.exception("request failed about abba")
-    text = stream.getvalue()
+    text = "\n".join(lines(stream))
     assert SECRET not in text
     assert text.count("***") >= (4 if fmt == "json" else 3)  # json shows the "host" extra too
     assert "abba" in text and "Traceback" in text
@@ -139,20 +145,80 @@ def test_secret_mask_covers_other_handlers(stream, caplog):
 
 
 def test_identical_messages_rate_limited_with_summary(stream):
-    setup_logging("info", "text", stream, rate_interval=0.3)
+    now = [100.0]
+    setup_logging("info", "text", stream, rate_interval=0.3, rate_clock=lambda: now[0])
     log = logging.getLogger("backend.job")
-    start = time.monotonic()
     for _ in range(1000):  # a full disk logs the same error in a tight loop
         log.error("cannot write autoinst-log.txt: No space left on device")
     log.error("another message")
-    assert time.monotonic() - start < 0.3
-    time.sleep(0.35)
+    now[0] += 0.29
+    log.error("cannot write autoinst-log.txt: No space left on device")  # still within the interval
+    now[0] += 0.01
     log.error("cannot write autoinst-log.txt: No space left on device")
     out = lines(stream)
     assert len(out) == 3
     assert out[0].endswith("[error] cannot write autoinst-log.txt: No space left on device")
     assert out[1].endswith("another message")
-    assert out[2].endswith("No space left on device (repeated 999 times)")
+    assert out[2].endswith("No space left on device (repeated 1000 times)")
+
+
+def test_lines_are_written_by_a_thread_not_the_caller(monkeypatch):
+    """A stalled stderr/journal must not stall the event loop: logging returns at once."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    release = threading.Event()
+    writers: list[str] = []
+
+    class StalledStream(io.StringIO):
+        def write(self, text: str) -> int:
+            writers.append(threading.current_thread().name)
+            release.wait(10)
+            return super().write(text)
+
+    out = StalledStream()
+    handler = setup_logging("info", "text", out)
+    try:
+        log = logging.getLogger("qaworker.test")
+        log.info("first")  # the writer thread blocks on this one
+        log.info("second")
+        assert out.getvalue() == ""  # we got here although nothing could be written
+        release.set()
+        handler.flush()
+        assert [line.split("] ", 2)[-1] for line in out.getvalue().splitlines()] == ["first", "second"]
+        assert set(writers) == {"qaworker-log-writer"}
+    finally:
+        release.set()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def test_a_full_queue_drops_lines_and_says_how_many(monkeypatch):
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    release = threading.Event()
+
+    class StalledStream(io.StringIO):
+        def write(self, text: str) -> int:
+            release.wait(10)
+            return super().write(text)
+
+    out = StalledStream()
+    handler = setup_logging("info", "text", out, rate_interval=0)
+    try:
+        log = logging.getLogger("qaworker.test")
+        for n in range(handler.queue.maxsize + 500):  # the writer holds one, the queue the next maxsize
+            log.info("line %d", n)
+        release.set()
+        handler.flush()
+        log.info("after")
+        handler.flush()
+        text = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+        dropped = handler.queue.maxsize + 500 - (len(text) - 2)  # the lines written, without the notice and "after"
+        assert 499 <= dropped <= 500  # the writer thread may have taken the first line off the queue
+        kept = handler.queue.maxsize + 500 - dropped
+        assert text[kept:] == [f"[warn] {dropped} log lines dropped: the log output did not keep up", "[info] after"]
+    finally:
+        release.set()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def test_rate_limit_keys_on_level_and_logger():

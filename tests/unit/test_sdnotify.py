@@ -1,4 +1,9 @@
-"""sd_notify: real AF_UNIX datagram sockets (a path in tmp_path and an abstract name)."""
+"""sd_notify: real AF_UNIX datagram sockets (a path in tmp_path and an abstract name).
+
+The reporter's timers (watchdog pings, EXTEND_TIMEOUT_USEC, the contact window) run on a virtual clock
+(tests/clock.py): ``collect(sock, 0.25)`` is exactly 0.25 s of the reporter's time, however busy the
+machine, and takes no wall-clock time.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import asyncio
 import logging
 import os
 import socket
-import time
 import uuid
 
 import pytest
@@ -17,6 +21,8 @@ from backend.sdnotify import Notifier, SystemdReporter
 from backend.state import WorkerView
 
 HOST = "http://127.0.0.1:9526"
+
+pytestmark = pytest.mark.virtual_clock
 
 
 class FakeRuntime:
@@ -61,6 +67,7 @@ def received(sock: socket.socket) -> list[str]:
 
 
 async def collect(sock: socket.socket, seconds: float) -> list[str]:
+    """What arrives while ``seconds`` of (virtual) time pass."""
     await asyncio.sleep(seconds)
     return received(sock)
 
@@ -162,7 +169,8 @@ async def test_watchdog_only_while_healthy(listener):
     sock, path = listener
     rt = FakeRuntime()
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "60000"})  # ping every 30 ms
-    task = asyncio.create_task(SystemdReporter(rt, notifier, contact_window=0.3).run())
+    clock = asyncio.get_running_loop().time  # the contact window on the same clock as the pings
+    task = asyncio.create_task(SystemdReporter(rt, notifier, contact_window=0.3, clock=clock).run())
     assert await collect(sock, 0.1) == []  # no pings (and no STATUS) before READY
     rt.bus.publish(ev.WorkerStarted(version="0.1.0", instances=(1,), hosts=(HOST,)))
     # Start-up grace: not connected yet, but not for longer than the window.
@@ -227,18 +235,19 @@ async def test_stopping_and_extend_timeout_while_draining(listener):
     rt.bus.publish(ev.JobAccepted(instance=1, job_id=42, name="boot", host=HOST, max_job_time=7200))
     await collect(sock, 0.05)
     rt.drain()
-    got = await collect(sock, 0.2)
+    got = await collect(sock, 0.22)
     assert got.count("STOPPING=1") == 1
-    assert got.count("EXTEND_TIMEOUT_USEC=2000000") >= 3
+    assert got.count("EXTEND_TIMEOUT_USEC=2000000") == 5  # every 0.05 s: at 0, 0.05, 0.1, 0.15, 0.2 s
     assert any(f.startswith("STATUS=drain") for f in got)
     rt.bus.publish(ev.JobFinished(instance=1, job_id=42, result="passed"))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the extend loop's last sleep ends: it sees no running job and stops
     received(sock)
     assert not any(f.startswith("EXTEND_TIMEOUT_USEC") for f in await collect(sock, 0.15))
-    start = time.monotonic()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     rt.bus.publish(ev.WorkerStopped())
     await asyncio.wait_for(task, 1)
-    assert time.monotonic() - start < 0.5
+    assert loop.time() - start < 0.01  # at once: no timer of the reporter was waited for
 
 
 async def test_quit_without_jobs_sends_stopping_only(listener):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from backend.job.results import ResultsReader, attach_md5
-from tests.integration.test_upload_support import Module, PoolBuilder
+from tests.integration.upload_support import Module, PoolBuilder
 
 
 def _setup(tmp_path: Path) -> tuple[PoolBuilder, ResultsReader, list[Module]]:

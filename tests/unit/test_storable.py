@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backend.job.storable import encode_chunk
-from tests.integration.test_upload_support import b64, thaw
+from tests.integration.upload_support import b64, thaw
 
 VECTOR = (
     "050b03000000080a07612e71636f77320000000466696c650a01300000000573746172740a013200000003656e640a0131000000"

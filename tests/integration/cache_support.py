@@ -5,7 +5,7 @@ The server speaks the two routes the cache uses: GET /tests/<job>/asset/<type>/<
 Faults: a status answered N times, a body cut short (wrong Content-Length) N times, slow chunks.
 
 Run as a module it is the helper process of the two-process test:
-    python -m tests.integration.test_cache_support <cache_dir> <url> <host_dir> <type> <name>
+    python -m tests.integration.cache_support <cache_dir> <url> <host_dir> <type> <name>
 """
 
 from __future__ import annotations

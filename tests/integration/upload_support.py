@@ -13,17 +13,15 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from backend.config import HostConfig
 from backend.events import EventBus
-from backend.job.status import JobReporter, ReporterContext, make_image_pool
+from backend.job.status import JobReporter, ReporterContext
 from backend.webui.auth import verify
 from backend.webui.client import ApiClient, RetryPolicy
 
@@ -295,27 +293,3 @@ def make_reporter(web: FakeWebUI, pool: Path, image_pool: Any, settings: dict[st
                           image_pool=image_pool, request_stop=lambda r, d: stops.append((r, d)))
     reporter = JobReporter(ctx)
     return Harness(web, reporter, client, bus, stops, pool, PoolBuilder(pool))
-
-
-# -- fixtures (import them into a test module by name) ------------------------------------------------
-@pytest.fixture(scope="module")
-def image_pool() -> Iterator[Any]:
-    pool = make_image_pool(2)
-    yield pool
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.fixture
-async def webui() -> AsyncIterator[FakeWebUI]:
-    server = FakeWebUI()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def harness(webui: FakeWebUI, tmp_path: Path, image_pool: Any) -> AsyncIterator[Harness]:
-    h = make_reporter(webui, tmp_path / "pool", image_pool)
-    yield h
-    await h.reporter.aclose()
-    await h.client.aclose()
