@@ -8,8 +8,11 @@
 * ``READY=1`` once the worker published ``WorkerStarted`` (its registration loops are up; we do not
   wait for a first successful registration, or startup would hang while a web UI is down).
 * ``STATUS=<WorkerView.summary()>`` whenever that line changes.
-* ``WATCHDOG=1`` every ``WATCHDOG_USEC/2`` — but only while the worker is *healthy*, see
-  ``SystemdReporter.healthy``. A hung event loop stops the pings as well, so systemd restarts us.
+* ``WATCHDOG=1`` every ``WATCHDOG_USEC/2`` from a task of the worker's own event loop: the ping
+  means exactly "the loop is alive" (issue 11 item 5). A blocked loop sends none, so systemd restarts
+  a hung worker; a web UI outage of any length never stops the pings (the jobs keep running, like
+  the classic worker's do). How long no web UI was reached is told in ``STATUS=`` instead (see
+  ``SystemdReporter.webui_reachable``) and in the metrics.
 * ``STOPPING=1`` on ``WorkerStopping`` and ``EXTEND_TIMEOUT_USEC`` every ``extend_every`` seconds
   while jobs still run during the stop, so a long drain is not killed by ``TimeoutStopSec``.
 """
@@ -119,13 +122,12 @@ class Notifier:
 class SystemdReporter:
     """Drives a ``Notifier`` from a runtime's events. Construct it before the worker starts publishing.
 
-    Health (for the watchdog) is precisely: the worker is stopping, OR some web UI connection is
-    CONNECTED now, OR one was CONNECTED at most ``contact_window`` seconds ago, OR no connection has
-    been in trouble for longer than ``contact_window``. "In trouble" means any state other than
-    CONNECTED and DISABLED (new, registering, establishing the websocket, failed), measured from the
-    moment it left CONNECTED (or from start-up). So a worker whose hosts are all deliberately
-    DISABLED, or that is still within its start-up grace window, is healthy; one that has not reached
-    any web UI for ``contact_window`` seconds stops petting the watchdog and gets restarted.
+    Web UI reachability (for ``STATUS=`` only, never for the watchdog): the worker is stopping, OR
+    some web UI connection is CONNECTED now, OR one was CONNECTED at most ``contact_window`` seconds
+    ago, OR no connection has been in trouble for longer than ``contact_window``. "In trouble" means
+    any state other than CONNECTED and DISABLED (new, registering, establishing the websocket,
+    failed), measured from the moment it left CONNECTED (or from start-up). When unreachable,
+    ``STATUS=`` says so; the watchdog pings go on regardless.
     """
 
     def __init__(self, runtime: Runtime, notifier: Notifier, *, contact_window: float = 600.0,
@@ -161,7 +163,7 @@ class SystemdReporter:
         else:
             self._trouble_since.setdefault(key, now)
 
-    def healthy(self) -> bool:
+    def webui_reachable(self) -> bool:
         now = self._clock()
         view = self.runtime.view
         if view.stopping:
@@ -237,8 +239,9 @@ class SystemdReporter:
     async def _watchdog_loop(self, interval: float) -> None:
         await self._ready.wait()
         while True:
-            if self.healthy():
-                self.notifier.watchdog()
+            # Sent by the loop itself: a blocked loop stops it, a web UI outage never does.
+            self.notifier.watchdog()
+            if self.webui_reachable():
                 self._update_status()
             else:
                 self._update_status(f" – no web UI contact for over {self.contact_window:g} s")
