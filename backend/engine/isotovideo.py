@@ -25,6 +25,7 @@ import psutil
 
 from backend.engine import procs
 from backend.engine.procs import MARKER_ENV, set_child_subreaper
+from backend.engine.sweep import POOL_ENV, pool_env_value
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def _job_env(env: dict[str, str], pool_dir: Path, marker: str) -> dict[str, str]
     full["TMPDIR"] = str(pool_dir / "tmp")
     full["PERL5OPT"] = ""
     full[MARKER_ENV] = marker
+    full[POOL_ENV] = pool_env_value(pool_dir)  # the next life's sweep finds the job by it (sweep.py)
     return full
 
 

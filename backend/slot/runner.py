@@ -19,6 +19,7 @@ from typing import Any
 from backend import events as ev
 from backend.config import SlotConfig
 from backend.engine.procs import reap_orphan_zombies
+from backend.engine.sweep import sweep_pool
 from backend.job import outcome as oc
 from backend.job.job import Job, JobContext, JobOutcome, JobState
 from backend.job.pool import PoolDir
@@ -207,6 +208,7 @@ class JobRunner:
 
     async def _run_job(self, conn: WebUIConnection, info: JobInfo) -> JobOutcome:
         assert conn.worker_id is not None
+        await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] before job {info.id}:")
         if not self.services.no_cleanup:
             await self._clean_pool()
         job = Job(info, self._job_context(conn, info))

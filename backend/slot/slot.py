@@ -18,6 +18,7 @@ from typing import Any
 
 from backend import events as ev
 from backend.config import SlotConfig
+from backend.engine.sweep import sweep_pool
 from backend.events import HostState, SlotState
 from backend.health import Availability
 from backend.job import outcome as oc
@@ -81,6 +82,9 @@ class Slot:
 
     async def run(self) -> None:
         """Serve until drained, quit or disabled everywhere; on cancellation, end the job now."""
+        # Before the first job: nothing of an earlier life in the pool (what live restore adopted is
+        # claimed in sweep.CLAIMS before this point and spared).
+        await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] at start:")
         await self.availability.check()
         try:
             async with asyncio.TaskGroup() as tg:

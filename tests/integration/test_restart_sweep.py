@@ -1,0 +1,106 @@
+"""Issue 11 item 1 end to end: a SIGKILLed worker's job tree does not survive into the next job.
+
+A real worker process runs a simulator job that leaves the usual debris (a double-forked orphan in
+its own session, a QEMU named in qemu.pid) and is SIGKILLed. The web UI gives the job up and clones
+it; the restarted worker, in the same pool, kills the old tree *before* it accepts the clone, which
+then passes. Afterwards not one process of the old worker is left (its image pool included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from backend.engine.procs import MARKER_ENV
+from tests.helpers import free_instance
+from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
+
+
+def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _job_tree_of(worker_pid: int) -> list[psutil.Process]:
+    """Every process carrying a job marker of that worker (the marker names its pid)."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get(MARKER_ENV, "").startswith(f"qaworker-{worker_pid}-"):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path: Path) -> None:
+    instance = free_instance()
+    async with mock_web(tmp_path) as web:
+        old = await start_worker_process(tmp_path, web.url, instance)
+        new = None
+        leftovers: list[psutil.Process] = []
+        try:
+            await wait_registered(web)
+            job_id = web.schedule_job(job_settings(SIM_HANG="login", SIM_ORPHAN="1", SIM_QEMU_PID="1"))
+            await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
+            await web.wait_for(lambda: len(_job_tree_of(old.pid)) >= 3, 15)  # simulator, orphan, qemu
+            old_worker = psutil.Process(old.pid)
+            leftovers = _job_tree_of(old.pid)
+            everything_old = old_worker.children(recursive=True) + leftovers
+            pool = Path(next(p.cwd() for p in leftovers if p.ppid() == old.pid))  # the simulator's cwd
+            os.kill(old.pid, signal.SIGKILL)
+            await old.wait()
+            assert len(_running(leftovers)) >= 3  # the crash left the job tree running, as in the issue
+
+            # The web UI gives the job up (as it does for a worker that vanished) and clones it.
+            web.state.abandon(web.jobs[job_id], "abandoned: associated worker has gone")
+            clone_id = web.jobs[job_id].duplicated_as
+            assert clone_id is not None
+            web.jobs[clone_id].settings.update(SIM_HANG="", SIM_ORPHAN="0", SIM_QEMU_PID="0")
+            web.notify()
+
+            old_log = (tmp_path / "worker.log").read_text(errors="replace")
+            new = await start_worker_process(tmp_path, web.url, instance)
+            done = await web.wait_job_done(clone_id, 60)
+            assert (done.state, done.result) == ("done", "passed")
+            assert _running(everything_old) == [], [(p.pid, p.cmdline()) for p in _running(everything_old)]
+
+            log = (tmp_path / "worker.log").read_text(errors="replace")
+            new_part = log[len(old_log):]
+            sweep_at = new_part.find(f"[slot {instance}] at start: killing")
+            assert sweep_at >= 0, "no sweep line at the restarted worker's start"
+            sweep_line = new_part[sweep_at:].splitlines()[0]
+            for proc in leftovers:
+                assert str(proc.pid) in sweep_line
+            assert str(pool) in sweep_line
+            accepted_at = new_part.find(f"[slot {instance}] job {clone_id} (")
+            assert accepted_at > sweep_at and "accepted" in new_part[accepted_at:].splitlines()[0]
+            assert new_part.count("of an earlier job") == 1  # once, at start; the job's own sweep found nothing
+        finally:
+            if old.returncode is None:
+                old.kill()
+                await old.wait()
+            if new is not None:
+                await _stop(new)
+            for proc in _running(leftovers):  # only on failure: ours, ended by pid
+                proc.kill()
