@@ -113,6 +113,17 @@ class JobFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobResources(Event):
+    """What the job's own cgroup uses now (only with per-job cgroups, backend/engine/cgroup.py)."""
+
+    instance: int
+    job_id: int
+    memory_bytes: int
+    cpu_seconds: float
+    processes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSkipped(Event):
     instance: int
     job_id: int

@@ -72,6 +72,10 @@ class Metrics:
         self.loop_lag_hist = Histogram("qaworker_event_loop_lag_observed_seconds",
                                        "Distribution of event loop scheduling delays", buckets=LAG_BUCKETS,
                                        registry=r)
+        self.job_memory = Gauge("qaworker_job_memory_bytes", "Memory of the running job's cgroup (memory.current; "
+                                "its processes' RSS without the memory controller)", ["instance"], registry=r)
+        self.job_cpu = Gauge("qaworker_job_cpu_seconds", "CPU time used so far by the running job's cgroup",
+                             ["instance"], registry=r)
         self.build_info = Gauge("qaworker_build_info", "qaworker version", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
         self._accepted_at: dict[tuple[int, int], float] = {}
@@ -100,6 +104,9 @@ class Metrics:
                 self._upload(event)
             case ev.CacheTotals():
                 self._cache(event)
+            case ev.JobResources():
+                self.job_memory.labels(instance=str(event.instance)).set(event.memory_bytes)
+                self.job_cpu.labels(instance=str(event.instance)).set(event.cpu_seconds)
             case _:
                 pass
 
@@ -138,6 +145,11 @@ class Metrics:
             self.job_duration.observe(duration)
         self._upload_seen.pop(key, None)
         self.jobs_running.set(len(self._accepted_at))
+        for gauge in (self.job_memory, self.job_cpu):  # no job, no figure (not the last job's)
+            try:
+                gauge.remove(str(event.instance))
+            except KeyError:
+                pass
 
     def _upload(self, event: ev.UploadProgress) -> None:
         key = (event.instance, event.job_id)

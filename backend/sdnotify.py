@@ -210,7 +210,7 @@ class SystemdReporter:
                 self._track((event.host, event.instance), event.state, now)
             case ev.WorkerStopping():
                 self._on_stopping()
-            case ev.LogLines() | ev.JobProgress() | ev.UploadProgress() | ev.CacheProgress():
+            case ev.LogLines() | ev.JobProgress() | ev.UploadProgress() | ev.CacheProgress() | ev.JobResources():
                 return  # frequent and never change the summary's state counts
             case _:
                 pass

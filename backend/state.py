@@ -49,6 +49,8 @@ class JobView:
     upload: UploadView = field(default_factory=UploadView)
     live_viewers: int = 0
     developer_session: bool = False
+    memory_bytes: int | None = None  # from the job's cgroup (None: no per-job cgroup)
+    cpu_seconds: float | None = None
     log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=500))
 
     @property
@@ -171,6 +173,9 @@ class WorkerView:
             case ev.LogLines():
                 if job := self.job(event.instance, event.job_id):
                     job.log_tail.extend(event.lines)
+            case ev.JobResources():
+                if job := self.job(event.instance, event.job_id):
+                    job.memory_bytes, job.cpu_seconds = event.memory_bytes, event.cpu_seconds
             case ev.UploadProgress():
                 if job := self.job(event.instance, event.job_id):
                     job.upload = UploadView(event.files_done, event.files_total, event.bytes_done,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from backend import __version__
 from backend import events as ev
 from backend.config import SlotConfig, WorkerConfig
+from backend.engine.cgroup import Cgroups
 from backend.engine.isotovideo import detect_interface_version, set_child_subreaper
 from backend.engine.watch import prepare as prepare_watch
 from backend.events import EventBus
@@ -132,6 +133,7 @@ class Worker:
             bus=self.bus, prjdir=self.config.prjdir, isotovideo=self.config.isotovideo,
             no_cleanup=self.config.no_cleanup, env=self.config.env, interface_version=interface_version,
             worker_hostname=hostname, image_pool=make_image_pool(), flags=self.flags, cache=cache,
+            cgroups=await asyncio.to_thread(Cgroups.setup, self.config.tuning.cgroup if self.config.tuning else "auto"),
             test_sync_attempts=self.config.tuning.cache_test_sync_attempts if self.config.tuning else 3,
             request_observer=self._observer_for, on_incompatible=self.quit, on_all_disabled=self._slot_disabled)
         self.slots = list(await asyncio.gather(*(Slot.create(sc, self.services) for sc in self.config.slots)))

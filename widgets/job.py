@@ -69,6 +69,8 @@ def summary_text(slot: SlotView, now: float) -> Text:
     text.append(f" · {human_duration(now - job.started_at)} / {human_duration(job.max_job_time)}")
     if job.live_viewers:
         text.append(f" · {job.live_viewers} live viewer{'s' if job.live_viewers != 1 else ''}", style="cyan")
+    if job.memory_bytes is not None:  # the job's own cgroup (backend/engine/cgroup.py)
+        text.append(f" · {human_bytes(job.memory_bytes)} RAM, {human_duration(job.cpu_seconds or 0)} CPU", style="dim")
     if job.pending_job_ids:
         text.append(f" · queued: {', '.join(f'#{j}' for j in job.pending_job_ids)}", style="dim")
     if job.paused:

@@ -138,6 +138,11 @@ class WorkerTuning:
         262_144_000, "OPENQA_METRICS_DOWNLOAD_SIZE", "count",
         "bytes of a download that count for the download rate in `/influxdb/minion`", where="env",
         status=ISSUE_12)
+    cgroup: str = tunable(
+        "auto", "QAWORKER_CGROUP", "text",
+        "where each job's own cgroup v2 is created (stop = `cgroup.kill`, memory/CPU figures): `auto` = "
+        "qaworker's own cgroup when delegated (systemd `Delegate=yes`), `off`, or a cgroup v2 directory",
+        env="QAWORKER_CGROUP")
     cache_test_sync_attempts: int = tunable(
         3, "OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS", "count", "attempts to sync a job's tests into the cache",
         where="env", status=ISSUE_12)

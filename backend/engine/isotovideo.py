@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from backend.engine import procs
+from backend.engine.cgroup import JobCgroup
 from backend.engine.procs import MARKER_ENV, set_child_subreaper
 from backend.engine.sweep import POOL_ENV, pool_env_value
 
@@ -137,8 +138,10 @@ def _open_log(log_path: Path) -> int:
 class IsotovideoProcess:
     """One running isotovideo (or simulator) and everything it spawned."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, marker: str, pool_dir: Path) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, marker: str, pool_dir: Path,
+                 cgroup: JobCgroup | None = None) -> None:
         self._proc = proc
+        self.cgroup = cgroup  # the job's own cgroup v2, when per-job cgroups are on
         self.pid: int = proc.pid
         self.marker = marker
         self.pool_dir = pool_dir
@@ -146,19 +149,20 @@ class IsotovideoProcess:
 
     @classmethod
     async def start(cls, argv: list[str], *, pool_dir: Path, env: dict[str, str], log_path: Path,
-                    marker: str) -> IsotovideoProcess:
-        """Spawn ``argv`` in its own session. ``env`` is added to the worker's own environment."""
+                    marker: str, cgroup: JobCgroup | None = None) -> IsotovideoProcess:
+        """Spawn ``argv`` in its own session (and in ``cgroup``). ``env`` is added to the worker's own."""
         (pool_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        exec_argv = cgroup.enter_argv(argv) if cgroup is not None else argv
         fd = await asyncio.to_thread(_open_log, log_path)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=pool_dir,
+                *exec_argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=pool_dir,
                 env=_job_env(env, pool_dir, marker), start_new_session=True)
         finally:
             os.close(fd)
         procs.register_asyncio_child(proc.pid)
         log.info("started isotovideo (pid %d): %s", proc.pid, shlex.join(argv))
-        return cls(proc, marker, pool_dir)
+        return cls(proc, marker, pool_dir, cgroup)
 
     @property
     def returncode(self) -> int | None:
@@ -187,10 +191,17 @@ class IsotovideoProcess:
             except TimeoutError:
                 log.warning("isotovideo (pid %d) still running after %.0f s, sending SIGKILL",
                             self.pid, grace)
-        # Whatever is left in the group (also after a natural exit) gets SIGKILL, as in §11.2.
+        # Whatever is left in the group (also after a natural exit) gets SIGKILL, as in §11.2; in the
+        # job's cgroup everything goes at once, double-forked daemons included.
+        if self.cgroup is not None:
+            killed = await asyncio.to_thread(self.cgroup.kill)
+            if killed:
+                log.info("cgroup.kill of %s: %s", self.cgroup.path, killed)
         _killpg(self.pid, signal.SIGKILL)
         await self.wait()
         await sweep_job_processes(self.marker, self.pool_dir, grace=min(grace, 5.0), known=known)
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
 
 
 async def sweep_job_processes(marker: str, pool_dir: Path, *, grace: float = 5.0,

@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from backend.engine import procs
+from backend.engine.cgroup import Cgroups
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +174,26 @@ def find_earlier_processes(pool_dir: Path, cgroup_pids: Iterable[int] = (),
     return list(found.values())
 
 
-def sweep_earlier(pool_dir: Path, label: str, *, grace: float = 3.0, cgroup_pids: Iterable[int] = (),
-                  rounds: int = 3) -> list[int]:
-    """Kill every process of an earlier job in ``pool_dir``; returns their pids (blocking)."""
+def kill_leftover_cgroups(cgroups: Cgroups, instance: int, label: str, spare: Path | None) -> list[int]:
+    """``cgroup.kill`` every job cgroup of the slot but the claimed one, and remove them (blocking)."""
     killed: list[int] = []
+    for job in cgroups.leftovers(instance, spare):
+        pids = job.kill()
+        if pids:
+            log.warning("%s killed the %d process(es) of an earlier job's cgroup %s: %s", label, len(pids),
+                        job.path, ", ".join(map(str, pids)))
+        job.remove()
+        killed += pids
+    return killed
+
+
+def sweep_earlier(pool_dir: Path, label: str, *, grace: float = 3.0, cgroup_pids: Iterable[int] = (),
+                  rounds: int = 3, cgroups: Cgroups | None = None, instance: int | None = None) -> list[int]:
+    """Kill every process of an earlier job in ``pool_dir`` (and the slot's leftover job cgroups);
+    returns their pids (blocking)."""
+    killed: list[int] = []
+    if cgroups is not None and cgroups.enabled and instance is not None:
+        killed += kill_leftover_cgroups(cgroups, instance, label, CLAIMS.get(pool_dir).cgroup)
     cgroup_pids = list(cgroup_pids)
     for n in range(rounds):
         found = find_earlier_processes(pool_dir, cgroup_pids if n == 0 else ())
@@ -188,7 +205,8 @@ def sweep_earlier(pool_dir: Path, label: str, *, grace: float = 3.0, cgroup_pids
     return sorted(set(killed))
 
 
-async def sweep_pool(pool_dir: Path, label: str, *, grace: float = 3.0,
-                     cgroup_pids: Iterable[int] = ()) -> list[int]:
+async def sweep_pool(pool_dir: Path, label: str, *, grace: float = 3.0, cgroup_pids: Iterable[int] = (),
+                     cgroups: Cgroups | None = None, instance: int | None = None) -> list[int]:
     """``sweep_earlier`` off the loop."""
-    return await asyncio.to_thread(sweep_earlier, pool_dir, label, grace=grace, cgroup_pids=list(cgroup_pids))
+    return await asyncio.to_thread(sweep_earlier, pool_dir, label, grace=grace, cgroup_pids=list(cgroup_pids),
+                                   cgroups=cgroups, instance=instance)

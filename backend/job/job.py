@@ -21,6 +21,8 @@ from typing import Any
 
 from backend.config import HostConfig, SlotConfig
 from backend.engine import cmdsrv
+from backend.engine.cgroup import Cgroups
+from backend.engine.cgroup_usage import report_usage
 from backend.engine.isotovideo import IsotovideoProcess, build_command
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
@@ -71,6 +73,7 @@ class JobContext:
     assets: AssetProvider | None = None
     tests: TestsProvider | None = None  # synced tests from TESTPOOLSERVER (through the cache)
     stop_grace: float = 30.0
+    cgroups: Cgroups | None = None  # per-job cgroups v2 (backend/engine/cgroup.py), when the worker has them
     on_state: Callable[[Job], None] | None = None  # the slot re-publishes slot state / worker_status
     on_reported: Callable[[Job], None] | None = None  # set_done was answered (or given up)
 
@@ -187,8 +190,10 @@ class Job:
         # the pool watcher and the command server's websocket feed the live status while it runs
         watcher = PoolWatcher(self.pool_dir, self.reporter.trigger)
         monitor = cmdsrv.CommandServerMonitor(self._cmd_srv_ws, lambda _s: self.reporter.trigger())
+        usage = ([report_usage(self.process.cgroup, self.ctx.bus, self.ctx.slot.instance, self.id)]
+                 if self.process.cgroup is not None else [])
         run = await run_phase(self.process.wait(), stop=self._stop_event, timeout=self.max_job_time,
-                              companions=[watcher.run(), monitor.run()])
+                              companions=[watcher.run(), monitor.run(), *usage])
         if run.end is PhaseEnd.TIMED_OUT:
             self.request_stop(oc.TIMEOUT, "timeout: test execution exceeded MAX_JOB_TIME")
         elif run.end is PhaseEnd.FINISHED and self.stop_request is None:
@@ -220,11 +225,16 @@ class Job:
         if uses_shell:
             self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
         full_env = dict(env)  # the engine adds the worker's own environment
+        cgroups = self.ctx.cgroups
+        cgroup = (await asyncio.to_thread(cgroups.create, self.ctx.slot.instance, self.id)
+                  if cgroups is not None and cgroups.enabled else None)
         try:
             self.process = await IsotovideoProcess.start(argv, pool_dir=self.pool_dir, env=full_env,
                                                          log_path=self.pool_dir / "autoinst-log.txt",
-                                                         marker=self.marker)
+                                                         marker=self.marker, cgroup=cgroup)
         except OSError as exc:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
             self.log.note(f"Unable to start isotovideo: {exc}", logging.ERROR)
             self.request_stop(oc.SETUP_FAILURE, "setup failure: isotovideo can not be started")
             return False

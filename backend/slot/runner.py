@@ -208,7 +208,8 @@ class JobRunner:
 
     async def _run_job(self, conn: WebUIConnection, info: JobInfo) -> JobOutcome:
         assert conn.worker_id is not None
-        await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] before job {info.id}:")
+        await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] before job {info.id}:",
+                         cgroups=self.services.cgroups, instance=self.instance)
         if not self.services.no_cleanup:
             await self._clean_pool()
         job = Job(info, self._job_context(conn, info))
@@ -246,7 +247,7 @@ class JobRunner:
             isotovideo=services.isotovideo, worker_hostname=services.worker_hostname or "",
             image_pool=services.image_pool, assets=services.asset_provider(conn.client, conn.host, info.id),
             tests=services.tests_provider(conn.host),
-            stop_grace=self.config.tuning.stop_grace,
+            stop_grace=self.config.tuning.stop_grace, cgroups=services.cgroups,
             on_state=self._job_state_changed, on_reported=self._job_reported)
 
     def _job_reported(self, job: Job) -> None:

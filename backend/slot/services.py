@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backend.engine.cgroup import Cgroups
 from backend.events import EventBus
 from backend.job.imageopt import ImagePool
 from backend.ports import AssetProvider, TestsProvider
@@ -46,6 +47,7 @@ class SlotServices:
     interface_version: int
     worker_hostname: str | None
     image_pool: ImagePool
+    cgroups: Cgroups = field(default_factory=lambda: Cgroups(None, "not set up"))  # per-job cgroups (or off)
     flags: StopFlags = field(default_factory=StopFlags)
     cache: AssetCache | None = None
     test_sync_attempts: int = 3  # OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS

@@ -84,7 +84,8 @@ class Slot:
         """Serve until drained, quit or disabled everywhere; on cancellation, end the job now."""
         # Before the first job: nothing of an earlier life in the pool (what live restore adopted is
         # claimed in sweep.CLAIMS before this point and spared).
-        await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] at start:")
+        await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] at start:", cgroups=self.services.cgroups,
+                         instance=self.instance)
         await self.availability.check()
         try:
             async with asyncio.TaskGroup() as tg:
