@@ -90,9 +90,18 @@ class Found:
         return f"{self.proc.pid} ({name}, {self.why})"
 
 
-def _spared(claim: Claim) -> set[int]:
+def _recorded(pool_dir: Path) -> set[int]:
+    """Pids live restore's job record (``<pool>/.qaworker/job.json``) proves to be a kept job's."""
+    try:
+        from backend.job.record import protected_pids  # live restore (branch crashlive)
+    except ImportError:
+        return set()
+    return set(protected_pids(pool_dir))
+
+
+def _spared(claim: Claim, pool_dir: Path) -> set[int]:
     spared: set[int] = set()
-    for pid in claim.pids:
+    for pid in claim.pids | _recorded(pool_dir):
         try:
             proc = psutil.Process(pid)
             spared.add(pid)
@@ -142,7 +151,7 @@ def find_earlier_processes(pool_dir: Path, cgroup_pids: Iterable[int] = (),
                            claim: Claim | None = None) -> list[Found]:
     """Every live process of an earlier job in ``pool_dir`` (see the module docstring)."""
     claim = claim if claim is not None else CLAIMS.get(pool_dir)
-    spared = _spared(claim) | _excluded()
+    spared = _spared(claim, pool_dir) | _excluded()
     uid = os.getuid()
     pool = procs._safe_pool(pool_dir)
     names = _pool_names(pool_dir)
@@ -174,10 +183,17 @@ def find_earlier_processes(pool_dir: Path, cgroup_pids: Iterable[int] = (),
     return list(found.values())
 
 
-def kill_leftover_cgroups(cgroups: Cgroups, instance: int, label: str, spare: Path | None) -> list[int]:
-    """``cgroup.kill`` every job cgroup of the slot but the claimed one, and remove them (blocking)."""
+def kill_leftover_cgroups(cgroups: Cgroups, instance: int, label: str, pool_dir: Path) -> list[int]:
+    """``cgroup.kill`` every job cgroup of the slot but a kept one, and remove them (blocking).
+
+    Kept = the claimed cgroup, or one holding a claimed/recorded process (an adopted job's tree).
+    """
+    claim = CLAIMS.get(pool_dir)
+    spared = _spared(claim, pool_dir)
     killed: list[int] = []
-    for job in cgroups.leftovers(instance, spare):
+    for job in cgroups.leftovers(instance, claim.cgroup):
+        if spared & set(job.pids()):
+            continue
         pids = job.kill()
         if pids:
             log.warning("%s killed the %d process(es) of an earlier job's cgroup %s: %s", label, len(pids),
@@ -193,7 +209,7 @@ def sweep_earlier(pool_dir: Path, label: str, *, grace: float = 3.0, cgroup_pids
     returns their pids (blocking)."""
     killed: list[int] = []
     if cgroups is not None and cgroups.enabled and instance is not None:
-        killed += kill_leftover_cgroups(cgroups, instance, label, CLAIMS.get(pool_dir).cgroup)
+        killed += kill_leftover_cgroups(cgroups, instance, label, pool_dir)
     cgroup_pids = list(cgroup_pids)
     for n in range(rounds):
         found = find_earlier_processes(pool_dir, cgroup_pids if n == 0 else ())

@@ -117,7 +117,9 @@ def test_job_cgroup_holds_the_whole_tree_and_kill_is_total(cgroup_root, tmp_path
             proc.wait()
 
 
-async def test_sweep_kills_an_earlier_lifes_cgroup_and_spares_a_claimed_one(cgroup_root, tmp_path, caplog) -> None:
+@pytest.mark.parametrize("claim_by", ["cgroup", "pid"])
+async def test_sweep_kills_an_earlier_lifes_cgroup_and_spares_a_claimed_one(cgroup_root, tmp_path, caplog,
+                                                                           claim_by) -> None:
     pool = tmp_path / "pool" / "5"
     pool.mkdir(parents=True)
     if cgroup_root is None:
@@ -132,7 +134,10 @@ async def test_sweep_kills_an_earlier_lifes_cgroup_and_spares_a_claimed_one(cgro
     old_proc = await asyncio.to_thread(_start_in, old, elsewhere)
     adopted_proc = await asyncio.to_thread(_start_in, adopted, elsewhere)
     old_pids = await asyncio.to_thread(old.pids)
-    CLAIMS.claim(pool, [adopted_proc.pid], cgroup=adopted.path)
+    if claim_by == "cgroup":
+        CLAIMS.claim(pool, cgroup=adopted.path)
+    else:  # the adopted monitor's pid only: its cgroup is kept because it holds it
+        CLAIMS.claim(pool, [adopted_proc.pid])
     try:
         with caplog.at_level(logging.WARNING, logger="backend.engine.sweep"):
             killed = await sweep_pool(pool, "[slot 5] at start:", cgroups=cgroups, instance=5)
