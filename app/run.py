@@ -29,6 +29,19 @@ def run_worker(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "
         return 130
 
 
+def preload_faces(*, ui: bool, metrics: bool) -> None:
+    """Import what main_async and the faces import lazily, so that no import runs on the loop."""
+    import importlib
+
+    modules = ["app.logsetup", "app.headless", "backend.control.services"]
+    if metrics:
+        modules.append("backend.metrics")
+    if ui:
+        modules.append("app.tui")
+    for name in modules:
+        importlib.import_module(name)
+
+
 def want_ui(no_ui: bool) -> bool:
     return not no_ui and sys.stdin.isatty() and sys.stdout.isatty()
 
@@ -61,15 +74,18 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
                      worker: Worker | None = None, extra_tasks: tuple = (),
                      on_hangup: Callable[[], None] | None = None) -> int:
     """``on_hangup`` replaces "SIGHUP = drain" and "terminal lost = go on headless" (the demo quits)."""
+    ui = want_ui(no_ui)
+    # Importing the faces (backend.metrics alone ~700 ms cold) and opening the log file are slow:
+    # done on a thread before the loop has anything else to do.
+    await asyncio.to_thread(preload_faces, ui=ui, metrics=metrics_port is not None)
     from app.logsetup import add_secret, setup_logging
 
-    ui = want_ui(no_ui)
     if ui:  # no sd_notify from the dashboard; isotovideo must not inherit the socket either
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             os.environ.pop(name, None)
     level = log_level(config)
     if ui:
-        stream = tui_log_path(config).open("a", buffering=1)
+        stream = await asyncio.to_thread(lambda: tui_log_path(config).open("a", buffering=1))
         setup_logging(level, log_format, stream=stream)
     else:
         setup_logging(level, log_format)
