@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from app import threads
 from backend.config import WorkerConfig
 from backend.worker import Worker
 
@@ -23,7 +24,7 @@ log = logging.getLogger("qaworker")
 def run_worker(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "text",
                metrics_port: int | None = None, metrics_address: str = "127.0.0.1") -> int:
     try:
-        return asyncio.run(main_async(config, no_ui=no_ui, log_format=log_format, metrics_port=metrics_port,
+        return threads.run(main_async(config, no_ui=no_ui, log_format=log_format, metrics_port=metrics_port,
                                       metrics_address=metrics_address))
     except KeyboardInterrupt:
         return 130
