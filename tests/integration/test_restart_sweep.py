@@ -61,12 +61,19 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
         leftovers: list[psutil.Process] = []
         try:
             await wait_registered(web)
-            job_id = web.schedule_job(job_settings(SIM_HANG="login", SIM_ORPHAN="1", SIM_QEMU_PID="1"))
+            job_id = web.schedule_job(job_settings(SIM_HANG="login", SIM_ORPHAN="1", SIM_QEMU_PID="1",
+                                                   OPTIMIZE_IMAGES="1", SIM_SCREENSHOTS="3"))
             await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
             await web.wait_for(lambda: len(_job_tree_of(old.pid)) >= 3, 15)  # simulator, orphan, qemu
             old_worker = psutil.Process(old.pid)
+
+            def image_pool() -> list[psutil.Process]:  # the optimiser helpers (idle for 60 s after work)
+                return [p for p in old_worker.children(recursive=True) if "pngworker" in " ".join(p.cmdline())]
+
+            await web.wait_for(lambda: bool(image_pool()), 30)
             leftovers = _job_tree_of(old.pid)
             everything_old = old_worker.children(recursive=True) + leftovers
+            assert set(image_pool()) <= set(everything_old)
             pool = Path(next(p.cwd() for p in leftovers if p.ppid() == old.pid))  # the simulator's cwd
             os.kill(old.pid, signal.SIGKILL)
             await old.wait()
