@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 
 from backend import events as ev
-from backend.engine.cgroup import Cgroups, JobCgroup, cgroup2_mount
+from backend.engine.cgroup import Cgroups, JobCgroup
 from backend.engine.sweep import CLAIMS, sweep_pool
 from backend.metrics import Metrics
+from tests.cgroup_support import make_test_root, remove_test_root
 from tests.integration.harness import job_settings, make_config, mock_web, running_worker, wait_registered
 
 # A process that double-forks a sleeper into its own session (the way daemons escape a process group).
@@ -39,34 +38,12 @@ time.sleep(300)
 """
 
 
-def _make_root() -> Path | None:
-    mount = cgroup2_mount()
-    if mount is None:
-        return None
-    root = mount / f"qaworker-test-{uuid.uuid4().hex[:12]}"
-    try:
-        root.mkdir()
-    except OSError:
-        return None
-    return root
-
-
-def _remove_tree(root: Path) -> None:
-    for directory, _dirs, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):
-        job = JobCgroup(Path(directory))
-        job.kill(timeout=2)
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
-
-
 @pytest.fixture
 def cgroup_root():
-    root = _make_root()
+    root = make_test_root()
     yield root
     if root is not None:
-        _remove_tree(root)
+        remove_test_root(root)
 
 
 def _alive(pid: int) -> bool:
