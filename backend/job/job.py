@@ -22,6 +22,7 @@ from typing import Any
 from backend.config import HostConfig, SlotConfig
 from backend.engine import cmdsrv
 from backend.engine.isotovideo import IsotovideoProcess, build_command
+from backend.engine.mojoenv import mojo_defaults
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
@@ -219,7 +220,7 @@ class Job:
         argv, uses_shell = build_command(self.ctx.isotovideo, self.settings)
         if uses_shell:
             self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
-        full_env = dict(env)  # the engine adds the worker's own environment
+        full_env = {**mojo_defaults(os.environ), **env}  # the engine adds the worker's own environment
         try:
             self.process = await IsotovideoProcess.start(argv, pool_dir=self.pool_dir, env=full_env,
                                                          log_path=self.pool_dir / "autoinst-log.txt",
