@@ -26,6 +26,7 @@ from backend.engine.mojoenv import mojo_defaults
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
+from backend.job.hooks import sync_assets_step
 from backend.job.imageopt import ImagePool
 from backend.job.joblog import JobLog
 from backend.job.setup import (
@@ -203,7 +204,9 @@ class Job:
             tests_dir = await self.ctx.tests.provide(self.settings)
         inp = SetupInput(job=self.info.model_dump(), slot=self.ctx.slot, host=self.ctx.host,
                          worker_id=self.ctx.worker_id, pool_dir=self.pool_dir, prjdir=self.ctx.prjdir,
-                         worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir)
+                         worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir,
+                         before_assets=sync_assets_step(self.ctx.slot.tuning.sync_assets_hook, self.pool_dir,
+                                                        self.log.note))
         return await setup_job(inp)
 
     async def _setup_heartbeats(self) -> None:

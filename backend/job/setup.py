@@ -162,6 +162,8 @@ async def setup_job(inp: SetupInput) -> SetupResult:
     """Prepare the pool directory for one job; raises SetupError (category + message) on failure."""
     try:
         prep = await asyncio.to_thread(_prepare, inp)
+        if inp.before_assets is not None:
+            await inp.before_assets()
         linked = await handle_assets(inp, prep.vars, prep.share_dir)
         url = await asyncio.to_thread(_finish, inp, prep)
     except SetupError:

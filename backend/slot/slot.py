@@ -22,6 +22,7 @@ from backend.events import HostState, SlotState
 from backend.health import Availability
 from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
+from backend.job.hooks import write_worker_packages
 from backend.job.pool import PoolDir
 from backend.job.sequence import QueuedJob, SequenceError, flatten_sequence
 from backend.slot.availability import AvailabilityMonitor
@@ -81,6 +82,8 @@ class Slot:
 
     async def run(self) -> None:
         """Serve until drained, quit or disabled everywhere; on cancellation, end the job now."""
+        if self.config.tuning.packages_cmd:  # once per start, like upstream (uploaded with every job's logs)
+            await write_worker_packages(self.config.tuning.packages_cmd, self.config.pool_dir, self.instance)
         await self.availability.check()
         try:
             async with asyncio.TaskGroup() as tg:
