@@ -76,7 +76,8 @@ class Slot:
             client.host, self.instance, client, self.services.bus,
             capabilities=self._capabilities, held_job_ids=self.runner.held_job_ids,
             status_message=lambda: self._status_message(name), on_message=self._on_message,
-            reconnect_delay=tuning.connect_interval, status_interval=(low, high))
+            reconnect_delay=tuning.connect_interval, status_interval=(low, high),
+            worker_hostname=self.services.worker_hostname)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
