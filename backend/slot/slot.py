@@ -159,6 +159,8 @@ class Slot:
 
     async def _after_offer(self) -> None:
         """The last job of an offer is done: re-check, report, and end the slot if it is stopping."""
+        if self.config.tuning.terminate_after_jobs_done and not self.services.flags.stopping:
+            self.services.on_jobs_done(self.instance)  # the worker drains: the check below ends this slot
         if self.services.flags.stopping or self.all_disabled:
             self._finished.set()  # no "idle, waiting for jobs" on the way out: the slot goes offline
             return
