@@ -103,10 +103,13 @@ class SlotTuning:
         None, "PACKAGES_CMD", "text", "run at start; its output is uploaded with every job as "
         "`worker_packages.txt`")
     lock_name: str | None = tunable(
-        None, "LOCK_NAME", "text", "host-wide lock a job start must take (throttles job starts)", status=ISSUE_12)
-    lock_limit: int = tunable(5, "LOCK_LIMIT", "count", "slots that may hold `LOCK_NAME` at once", status=ISSUE_12)
+        None, "LOCK_NAME", "text",
+        "host-wide lock a job start must take (`<CACHEDIRECTORY>/worker-locks.sqlite`, shared with Perl workers); "
+        "without a place the job is rejected `Limited by configured lock '<name>'`")
+    lock_limit: int = tunable(5, "LOCK_LIMIT", "count", "job starts that may hold `LOCK_NAME` at once")
     lock_expiration: float = tunable(
-        30.0, "LOCK_EXPIRATION", "number", "seconds the lock is held once isotovideo runs", status=ISSUE_12)
+        30.0, "LOCK_EXPIRATION", "number",
+        "seconds the lock is held once isotovideo runs (until then: 1 h; released at the job's end)")
     ipmi_hostname: str | None = tunable(
         None, "IPMI_HOSTNAME", "text", "IPMI host of the SUT, powered off while idle", status=ISSUE_12)
     ipmi_user: str | None = tunable(None, "IPMI_USER", "text", "IPMI user", status=ISSUE_12)
