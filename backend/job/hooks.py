@@ -43,14 +43,14 @@ async def run_shell(command: str, cwd: Path) -> ShellResult:
         stderr=subprocess.STDOUT, start_new_session=True)
     try:
         assert proc.stdout is not None
-        data = await proc.stdout.read(OUTPUT_LIMIT)
-        while await proc.stdout.read(65536):  # keep draining so the command does not block on a full pipe
-            pass
+        data = bytearray()
+        while chunk := await proc.stdout.read(65536):  # to EOF: a full pipe would block the command
+            data += chunk[: max(0, OUTPUT_LIMIT - len(data))]
         returncode = await proc.wait()
     except BaseException:
         await _kill_group(proc)
         raise
-    return ShellResult(returncode, data.decode("utf-8", "replace"))
+    return ShellResult(returncode, bytes(data).decode("utf-8", "replace"))
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:

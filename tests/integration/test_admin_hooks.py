@@ -7,6 +7,7 @@ import asyncio
 
 import psutil
 
+from backend.job.hooks import write_worker_packages
 from tests.integration.harness import (
     assert_no_leftovers,
     job_settings,
@@ -73,3 +74,16 @@ async def test_packages_cmd_output_is_uploaded_with_every_job(tmp_path):
     for job in (first, second):
         assert job.result == "passed"
         assert (job.results_dir / "worker_packages.txt").read_text() == "os-autoinst-4.6\nqemu-8.0\n"
+
+
+async def test_packages_cmd_output_is_kept_whole(tmp_path):
+    # a real package list is long: the file must hold all of it, not the first pipe read
+    pool = tmp_path / "pool" / "1"
+    assert await write_worker_packages("seq 1 50000", pool, 1)
+    assert (pool / "worker_packages.txt").read_text() == "".join(f"{n}\n" for n in range(1, 50001))
+
+
+async def test_failing_packages_cmd_keeps_its_output_and_the_slot(tmp_path):
+    pool = tmp_path / "pool" / "1"
+    assert not await write_worker_packages("echo partial; exit 2", pool, 1)
+    assert (pool / "worker_packages.txt").read_text() == "partial\n"
