@@ -134,7 +134,8 @@ class Worker:
             worker_hostname=hostname, image_pool=make_image_pool(), flags=self.flags, cache=cache,
             cgroups=await asyncio.to_thread(Cgroups.setup, self.config.tuning.cgroup if self.config.tuning else "auto"),
             test_sync_attempts=self.config.tuning.cache_test_sync_attempts if self.config.tuning else 3,
-            request_observer=self._observer_for, on_incompatible=self.quit, on_all_disabled=self._slot_disabled)
+            request_observer=self._observer_for, on_incompatible=self.quit, on_all_disabled=self._slot_disabled,
+            on_jobs_done=self._jobs_done)
         self.slots = list(await asyncio.gather(*(Slot.create(sc, self.services) for sc in self.config.slots)))
         log.info("qaworker %s: slots %s, web UIs %s, isotovideo %s (interface v%d), WORKER_HOSTNAME %s",
                  __version__, [s.instance for s in self.slots], sorted({h.configured for h in hosts}),
@@ -182,6 +183,12 @@ class Worker:
     def _observer_for(self, base_url: str) -> Callable[[str, str, int | None, bool], None] | None:
         """The metrics hook for one web UI's API client (None without metrics)."""
         return self._request_observer(base_url) if self._request_observer is not None else None
+
+    def _jobs_done(self, instance: int) -> None:
+        """TERMINATE_AFTER_JOBS_DONE: exit once the queue is empty (a Restart=always unit starts us anew)."""
+        log.info("[slot %d] jobs done and TERMINATE_AFTER_JOBS_DONE is set: exiting once every slot is idle",
+                 instance)
+        self.drain()
 
     def _slot_disabled(self) -> None:
         if all(s.all_disabled for s in self.slots):

@@ -92,19 +92,24 @@ class SlotTuning:
     vncport_offset: int = tunable(
         90, "VNCPORT_OFFSET", "integer", "the slot's VNC display is this plus the instance number", where="env")
     sync_assets_hook: str | None = tunable(
-        None, "SYNC_ASSETS_HOOK", "text", "shell command run before a job's assets are cached", status=ISSUE_12)
+        None, "SYNC_ASSETS_HOOK", "text",
+        "shell command run in the pool before a job's assets are cached (bounded by `MAX_SETUP_TIME`); its "
+        "failure ends the job `setup failure`")
     terminate_after_jobs_done: bool = tunable(
         False, "TERMINATE_AFTER_JOBS_DONE", "bool",
         "exit once the queue is empty after a job (with `Restart=always`: pick up updates)",
-        env="OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE", status=ISSUE_12)
+        env="OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE")
     packages_cmd: str | None = tunable(
         None, "PACKAGES_CMD", "text", "run at start; its output is uploaded with every job as "
-        "`worker_packages.txt`", status=ISSUE_12)
+        "`worker_packages.txt`")
     lock_name: str | None = tunable(
-        None, "LOCK_NAME", "text", "host-wide lock a job start must take (throttles job starts)", status=ISSUE_12)
-    lock_limit: int = tunable(5, "LOCK_LIMIT", "count", "slots that may hold `LOCK_NAME` at once", status=ISSUE_12)
+        None, "LOCK_NAME", "text",
+        "host-wide lock a job start must take (`<CACHEDIRECTORY>/worker-locks.sqlite`, shared with Perl workers); "
+        "without a place the job is rejected `Limited by configured lock '<name>'`")
+    lock_limit: int = tunable(5, "LOCK_LIMIT", "count", "job starts that may hold `LOCK_NAME` at once")
     lock_expiration: float = tunable(
-        30.0, "LOCK_EXPIRATION", "number", "seconds the lock is held once isotovideo runs", status=ISSUE_12)
+        30.0, "LOCK_EXPIRATION", "number",
+        "seconds the lock is held once isotovideo runs (until then: 1 h; released at the job's end)")
     ipmi_hostname: str | None = tunable(
         None, "IPMI_HOSTNAME", "text", "IPMI host of the SUT, powered off while idle", status=ISSUE_12)
     ipmi_user: str | None = tunable(None, "IPMI_USER", "text", "IPMI user", status=ISSUE_12)

@@ -24,9 +24,11 @@ from backend.engine import cmdsrv
 from backend.engine.cgroup import Cgroups
 from backend.engine.cgroup_usage import report_usage
 from backend.engine.isotovideo import IsotovideoProcess, build_command
+from backend.engine.mojoenv import mojo_defaults
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
+from backend.job.hooks import sync_assets_step
 from backend.job.imageopt import ImagePool
 from backend.job.joblog import JobLog
 from backend.job.setup import (
@@ -207,7 +209,9 @@ class Job:
             tests_dir = await self.ctx.tests.provide(self.settings)
         inp = SetupInput(job=self.info.model_dump(), slot=self.ctx.slot, host=self.ctx.host,
                          worker_id=self.ctx.worker_id, pool_dir=self.pool_dir, prjdir=self.ctx.prjdir,
-                         worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir)
+                         worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir,
+                         before_assets=sync_assets_step(self.ctx.slot.tuning.sync_assets_hook, self.pool_dir,
+                                                        self.log.note))
         return await setup_job(inp)
 
     async def _setup_heartbeats(self) -> None:
@@ -224,7 +228,7 @@ class Job:
         argv, uses_shell = build_command(self.ctx.isotovideo, self.settings)
         if uses_shell:
             self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
-        full_env = dict(env)  # the engine adds the worker's own environment
+        full_env = {**mojo_defaults(os.environ), **env}  # the engine adds the worker's own environment
         cgroups = self.ctx.cgroups
         cgroup = (await asyncio.to_thread(cgroups.create, self.ctx.slot.instance, self.id)
                   if cgroups is not None and cgroups.enabled else None)
