@@ -69,8 +69,8 @@ class SlotTuning:
         where="env", status=ISSUE_12)
     ovs_dbus_service_name: str = tunable(
         "org.opensuse.os_autoinst.switch", "OVS_DBUS_SERVICE_NAME", "text",
-        "D-Bus service a slot whose `WORKER_CLASS` has `tap` needs on the system bus", where="env",
-        status=ISSUE_12)
+        "D-Bus service a slot whose `WORKER_CLASS` has the class `tap` needs on the system bus (asked with "
+        "`busctl`; without it the slot is `broken`)", where="env")
     retries: int = tunable(
         60, "RETRIES", "count", "attempts per REST call to the web UI", env="OPENQA_WORKER_CONNECT_RETRIES")
     retry_delay: float = tunable(
