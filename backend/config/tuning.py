@@ -106,14 +106,14 @@ class SlotTuning:
     lock_expiration: float = tunable(
         30.0, "LOCK_EXPIRATION", "number", "seconds the lock is held once isotovideo runs", status=ISSUE_12)
     ipmi_hostname: str | None = tunable(
-        None, "IPMI_HOSTNAME", "text", "IPMI host of the SUT, powered off while idle", status=ISSUE_12)
-    ipmi_user: str | None = tunable(None, "IPMI_USER", "text", "IPMI user", status=ISSUE_12)
-    ipmi_password: str | None = tunable(None, "IPMI_PASSWORD", "text", "IPMI password (never logged)",
-                                        status=ISSUE_12)
-    ipmi_options: str = tunable("-I lanplus", "IPMI_OPTIONS", "text", "extra `ipmitool` options", status=ISSUE_12)
+        None, "IPMI_HOSTNAME", "text",
+        "IPMI host of the SUT: with `IPMI_USER` and `IPMI_PASSWORD` set, it is powered off (`ipmitool … chassis "
+        "power off`) every `IPMI_AUTOSHUTDOWN_INTERVAL` while the slot has no job")
+    ipmi_user: str | None = tunable(None, "IPMI_USER", "text", "IPMI user")
+    ipmi_password: str | None = tunable(None, "IPMI_PASSWORD", "text", "IPMI password (never logged)")
+    ipmi_options: str = tunable("-I lanplus", "IPMI_OPTIONS", "text", "extra `ipmitool` options")
     ipmi_autoshutdown_interval: float = tunable(
-        300.0, "IPMI_AUTOSHUTDOWN_INTERVAL", "number", "seconds between power-offs while idle; 0 = off",
-        status=ISSUE_12)
+        300.0, "IPMI_AUTOSHUTDOWN_INTERVAL", "number", "seconds between power-offs while idle; 0 = off")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from backend import events as ev
 from backend.config import SlotConfig
 from backend.events import HostState, SlotState
 from backend.health import Availability
+from backend.ipmi import IpmiAutoShutdown, ipmi_enabled
 from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
 from backend.job.pool import PoolDir
@@ -93,6 +94,10 @@ class Slot:
                             lambda: self.availability.run(lambda: self.runner.busy)),
                     name=f"availability-{self.instance}"))
                 services.append(tg.create_task(self._watch_connections(), name=f"watch-{self.instance}"))
+                if ipmi_enabled(self.config.tuning):  # issue 12 row 5
+                    shutdown = IpmiAutoShutdown(self.instance, self.config.tuning, lambda: self.runner.busy)
+                    services.append(tg.create_task(guarded(f"[slot {self.instance}] IPMI power-off", shutdown.run),
+                                                   name=f"ipmi-{self.instance}"))
                 await self._finished.wait()
                 await self.runner.wait_idle(timeout=None)  # only set when idle; a quit ends the job first
                 await asyncio.gather(*(c.close(send_quit=True) for c in self.connections.values()))
