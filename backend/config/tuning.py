@@ -66,7 +66,7 @@ class SlotTuning:
     ephemeral_recheck_interval: float = tunable(
         10.0, "OPENQA_WORKER_EPHEMERAL_RECHECK_INTERVAL", "positive",
         "seconds between re-checks of a passing problem (e.g. a job-start lock held by others)",
-        where="env", status=ISSUE_12)
+        where="env")
     ovs_dbus_service_name: str = tunable(
         "org.opensuse.os_autoinst.switch", "OVS_DBUS_SERVICE_NAME", "text",
         "D-Bus service a slot whose `WORKER_CLASS` has the class `tap` needs on the system bus (asked with "
@@ -128,19 +128,18 @@ class WorkerTuning:
                                  status=ISSUE_12)
     rsync_timeout: float = tunable(
         1800.0, "OPENQA_RSYNC_TIMEOUT", "positive", "rsync's `--timeout` for test syncs (seconds)",
-        where="env", status=ISSUE_12)
+        where="env")
     rsync_retries: int = tunable(3, "OPENQA_RSYNC_RETRIES", "count", "rsync attempts per test sync",
-                                 where="env", status=ISSUE_12)
+                                 where="env")
     rsync_retry_period: float = tunable(
-        3.0, "OPENQA_RSYNC_RETRY_PERIOD", "number", "seconds between two rsync attempts", where="env",
-        status=ISSUE_12)
+        3.0, "OPENQA_RSYNC_RETRY_PERIOD", "number", "seconds between two rsync attempts", where="env")
     metrics_download_size: int = tunable(
         262_144_000, "OPENQA_METRICS_DOWNLOAD_SIZE", "count",
         "bytes of a download that count for the download rate in `/influxdb/minion`", where="env",
         status=ISSUE_12)
     cache_test_sync_attempts: int = tunable(
         3, "OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS", "count", "attempts to sync a job's tests into the cache",
-        where="env", status=ISSUE_12)
+        where="env")
 
 
 SLOT_SETTINGS = field_settings(SlotTuning)
