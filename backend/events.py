@@ -177,6 +177,17 @@ class CacheTotals(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CacheQueue(Event):
+    """The host's CACHEWORKERS slots as this process sees them (for /influxdb/minion)."""
+
+    active: int
+    queued: int
+    failed: int
+    limit: int
+    download_rate: int | None = None  # bytes/s of the last download above OPENQA_METRICS_DOWNLOAD_SIZE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Notice(Event):
     """A log-worthy message that is not a state change (warnings, errors, info)."""
 

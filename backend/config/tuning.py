@@ -124,8 +124,9 @@ class WorkerTuning:
     cache_min_free_percentage: float | None = tunable(
         None, "CACHE_MIN_FREE_PERCENTAGE", "number",
         "the cache also shrinks to keep this much of its file system free (percent)")
-    cache_workers: int = tunable(5, "CACHEWORKERS", "count", "parallel asset downloads and test syncs on the host",
-                                 status=ISSUE_12)
+    cache_workers: int = tunable(
+        5, "CACHEWORKERS", "count",
+        "asset downloads and test syncs at once on the whole host (all qaworker processes sharing the cache)")
     rsync_timeout: float = tunable(
         1800.0, "OPENQA_RSYNC_TIMEOUT", "positive", "rsync's `--timeout` for test syncs (seconds)",
         where="env")
