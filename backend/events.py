@@ -180,10 +180,11 @@ class CacheTotals(Event):
 class CacheQueue(Event):
     """The host's CACHEWORKERS slots as this process sees them (for /influxdb/minion)."""
 
-    active: int
-    queued: int
-    failed: int
-    limit: int
+    active: int  # downloads and test syncs running
+    downloads: int  # of them asset downloads
+    queued: int  # waiting for a slot
+    failed: int  # ended with an error since start
+    limit: int  # CACHEWORKERS
     download_rate: int | None = None  # bytes/s of the last download above OPENQA_METRICS_DOWNLOAD_SIZE
 
 

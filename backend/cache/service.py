@@ -83,6 +83,7 @@ class AssetCache:
             log.info("cache %s: %s", self.layout.root, note)
         await self._enforce(0, frozenset())
         await self._publish_totals()
+        self._queue_changed(self.workers.counts())
 
     def _make_dirs(self) -> Layout:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,7 @@ class AssetCache:
         failure = f"Failed to download {name} to {dest}"
         async with locks.locked(self.layout.download_lock(dest)):
             try:
-                async with self.workers.slot():  # CACHEWORKERS
+                async with self.workers.slot(download=True):  # CACHEWORKERS
                     return await self._fetch_locked(client, key, dest, job_id, asset_type)
             except DownloadFailed as exc:
                 category = ASSET_FAILURE if exc.is_client_error else CACHE_FAILURE
@@ -268,8 +269,8 @@ class AssetCache:
                                      evictions=self.stats.evictions))
 
     def _queue_changed(self, counts: QueueCounts) -> None:
-        self.bus.publish(CacheQueue(active=counts.active, queued=counts.queued, failed=counts.failed,
-                                    limit=counts.limit, download_rate=counts.download_rate))
+        self.bus.publish(CacheQueue(active=counts.active, downloads=counts.downloads, queued=counts.queued,
+                                    failed=counts.failed, limit=counts.limit, download_rate=counts.download_rate))
 
     def _progress(self, key: str, bytes_done: int = 0, total: int = 0, rate: float = 0.0, *,
                   finished: bool = False, error: str = "") -> None:

@@ -25,6 +25,7 @@ class QueueCounts:
     """What ``/influxdb/minion`` reports as Minion jobs and workers."""
 
     active: int  # transfers running in this process
+    downloads: int  # of them asset downloads (the rest: test syncs)
     queued: int  # transfers waiting for a slot
     failed: int  # transfers that ended with an error since start
     limit: int  # CACHEWORKERS
@@ -39,11 +40,11 @@ class CacheWorkers:
         self._local = asyncio.Semaphore(self.limit)
         self._on_change = on_change
         self._next = itertools.count()
-        self.active = self.queued = self.failed = 0
+        self.active = self.downloads = self.queued = self.failed = 0
         self.download_rate: int | None = None
 
     def counts(self) -> QueueCounts:
-        return QueueCounts(self.active, self.queued, self.failed, self.limit, self.download_rate)
+        return QueueCounts(self.active, self.downloads, self.queued, self.failed, self.limit, self.download_rate)
 
     def _changed(self) -> None:
         self._on_change(self.counts())
@@ -68,7 +69,7 @@ class CacheWorkers:
         return await locks.acquire(files[next(self._next) % len(files)])
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, *, download: bool = False) -> AsyncIterator[None]:
         """Hold one of the host's CACHEWORKERS slots; an exception inside counts as a failed transfer."""
         self.queued += 1
         self._changed()
@@ -79,6 +80,7 @@ class CacheWorkers:
                 waiting = False
                 self.queued -= 1
                 self.active += 1
+                self.downloads += download
                 self._changed()
                 try:
                     yield
@@ -88,6 +90,7 @@ class CacheWorkers:
                 finally:
                     locks.release(fd)
                     self.active -= 1
+                    self.downloads -= download
                     self._changed()
         finally:
             if waiting:  # cancelled (or failed) before a slot was free

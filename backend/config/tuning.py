@@ -136,8 +136,8 @@ class WorkerTuning:
         3.0, "OPENQA_RSYNC_RETRY_PERIOD", "number", "seconds between two rsync attempts", where="env")
     metrics_download_size: int = tunable(
         262_144_000, "OPENQA_METRICS_DOWNLOAD_SIZE", "count",
-        "bytes of a download that count for the download rate in `/influxdb/minion`", where="env",
-        status=ISSUE_12)
+        "a download bigger than this sets `openqa_download_rate` in `/influxdb/minion` (on the metrics server)",
+        where="env")
     cache_test_sync_attempts: int = tunable(
         3, "OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS", "count", "attempts to sync a job's tests into the cache",
         where="env")

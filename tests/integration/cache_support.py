@@ -142,7 +142,7 @@ class AssetServer:
                 piece = block[: min(len(block), sent_limit - sent)]
             await response.write(piece)
             sent += len(piece)
-            if self.chunk_delay:
+            if self.chunk_delay and sent < sent_limit:  # not after the last piece: the body is out
                 await asyncio.sleep(self.chunk_delay)
         if fault == -1:
             assert request.transport is not None

@@ -37,10 +37,12 @@ async def server() -> AsyncIterator[AssetServer]:
     await srv.stop()
 
 
-async def sample_max(count, stop: asyncio.Event) -> int:
-    highest = 0
+async def sample_max(running, stop: asyncio.Event) -> tuple[int, tuple[int, list[str]]]:
+    """The most transfers seen at once: bodies being served + fake rsyncs running (and what they were)."""
+    highest: tuple[int, tuple[int, list[str]]] = (0, (0, []))
     while not stop.is_set():
-        highest = max(highest, count())
+        serving, syncs = running()
+        highest = max(highest, (serving + len(syncs), (serving, syncs)))
         await asyncio.sleep(0.01)
     return highest
 
@@ -59,7 +61,7 @@ async def test_downloads_and_syncs_of_two_caches_share_cacheworkers(tmp_path, se
         await cache.open()
     client = make_client(server.url)
     stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_max(lambda: server.serving + len(os.listdir(running)), stop))
+    sampler = asyncio.create_task(sample_max(lambda: (server.serving, sorted(os.listdir(running))), stop))
     try:
         work = [caches[i % 2].get_asset(client, "127.0.0.1", i, "iso", f"{i}.iso") for i in range(6)]
         work += [caches[i % 2].sync_tests(f"host{i}", "rsync://127.0.0.1/tests") for i in range(4)]
@@ -70,7 +72,7 @@ async def test_downloads_and_syncs_of_two_caches_share_cacheworkers(tmp_path, se
         await client.aclose()
         for cache in caches:
             await cache.close()
-    assert highest == 2  # never more than CACHEWORKERS, and the two slots were really used together
+    assert highest[0] == 2, highest  # never more than CACHEWORKERS, and the two slots were really used together
     assert len(fakebin.calls("rsync")) == 4 and server.serving == 0
     counts: list[CacheQueue] = []
     while True:
