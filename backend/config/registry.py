@@ -50,11 +50,11 @@ STRING_SETTINGS: tuple[Setting, ...] = (
     Setting("OPENQA_BASEDIR", "base of the pool and share directories", where="env", shown_default="/var/lib"),
     Setting("OPENQA_API_KEY", "API key (client.conf fills in; `--apikey` wins)", where="env"),
     Setting("OPENQA_API_SECRET", "API secret (client.conf fills in; `--apisecret` wins)", where="env"),
-    Setting("HTTP_PROXY", "proxy for `http://` web UIs and assets (also `http_proxy`); loopback is never "
-            "proxied", where="env", status=ISSUE_12),
-    Setting("HTTPS_PROXY", "proxy for `https://` web UIs and assets (also `https_proxy`)", where="env",
-            status=ISSUE_12),
-    Setting("NO_PROXY", "hosts never proxied, comma separated (also `no_proxy`)", where="env", status=ISSUE_12),
+    Setting("HTTP_PROXY", "proxy for `http://` web UIs (REST and websocket) and assets (also `http_proxy`); "
+            "a loopback web UI is never proxied", where="env"),
+    Setting("HTTPS_PROXY", "proxy for `https://` web UIs and assets (also `https_proxy`)", where="env"),
+    Setting("NO_PROXY", "hosts never proxied, comma separated: names (`.example.com` = with subdomains), "
+            "addresses, `*` (also `no_proxy`)", where="env"),
     Setting("QAWORKER_SYSTEM_CONFIG_DIRS", "colon-separated replacement of `/etc/openqa:/usr/etc/openqa`",
             where="env"),
 )

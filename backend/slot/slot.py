@@ -40,6 +40,7 @@ from backend.webui.messages import (
     StopCommand,
     parse_job,
 )
+from backend.webui.proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,8 @@ def _make_clients(config: SlotConfig, services: SlotServices) -> dict[str, ApiCl
     clients = {}
     for host in config.hosts:
         observer = services.request_observer(host.base_url)
-        clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer)
+        clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer,
+                                             proxies=ProxySettings.from_env(services.env))
     return clients
 
 
