@@ -126,7 +126,8 @@ class Worker:
             cache = AssetCache(self.config.cache_dir, limit_bytes=int(tuning.cache_limit_gib * 1024 ** 3),
                                min_free_percentage=tuning.cache_min_free_percentage, bus=self.bus,
                                rsync_tries=tuning.rsync_retries, rsync_retry_delay=tuning.rsync_retry_period,
-                               rsync_timeout=int(tuning.rsync_timeout))
+                               rsync_timeout=max(1, round(tuning.rsync_timeout)),  # rsync: 0 = no timeout
+                               workers=tuning.cache_workers, metrics_download_size=tuning.metrics_download_size)
             await cache.open()
         self.services = SlotServices(
             bus=self.bus, prjdir=self.config.prjdir, isotovideo=self.config.isotovideo,

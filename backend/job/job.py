@@ -25,6 +25,7 @@ from backend.engine.cgroup import Cgroups
 from backend.engine.cgroup_usage import report_usage
 from backend.engine.isotovideo import IsotovideoProcess, build_command
 from backend.engine.mojoenv import mojo_defaults
+from backend.engine.podman import ContainerSetupError, podman_command
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
@@ -225,7 +226,13 @@ class Job:
                                               json={"status": {"setup": 1, "worker_id": self.ctx.worker_id}})
 
     async def _start_isotovideo(self, env: dict[str, str]) -> bool:
-        argv, uses_shell = build_command(self.ctx.isotovideo, self.settings)
+        try:  # OS_AUTOINST_GIT_REPO: in podman (issue 12 row 14)
+            container = await podman_command(self.settings, self.pool_dir, self.ctx.prjdir)
+        except ContainerSetupError as exc:
+            self.log.note(str(exc), logging.ERROR)
+            self.request_stop(oc.SETUP_FAILURE, f"setup failure: {exc}")
+            return False
+        argv, uses_shell = (container, False) if container else build_command(self.ctx.isotovideo, self.settings)
         if uses_shell:
             self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
         full_env = {**mojo_defaults(os.environ), **env}  # the engine adds the worker's own environment

@@ -21,6 +21,7 @@ from backend.config import SlotConfig
 from backend.engine.sweep import sweep_pool
 from backend.events import HostState, SlotState
 from backend.health import Availability
+from backend.ipmi import IpmiAutoShutdown, ipmi_enabled
 from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
 from backend.job.hooks import write_worker_packages
@@ -42,6 +43,7 @@ from backend.webui.messages import (
     StopCommand,
     parse_job,
 )
+from backend.webui.proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,10 @@ class Slot:
                             lambda: self.availability.run(lambda: self.runner.busy)),
                     name=f"availability-{self.instance}"))
                 services.append(tg.create_task(self._watch_connections(), name=f"watch-{self.instance}"))
+                if ipmi_enabled(self.config.tuning):  # issue 12 row 5
+                    shutdown = IpmiAutoShutdown(self.instance, self.config.tuning, lambda: self.runner.busy)
+                    services.append(tg.create_task(guarded(f"[slot {self.instance}] IPMI power-off", shutdown.run),
+                                                   name=f"ipmi-{self.instance}"))
                 await self._finished.wait()
                 await self.runner.wait_idle(timeout=None)  # only set when idle; a quit ends the job first
                 await asyncio.gather(*(c.close(send_quit=True) for c in self.connections.values()))
@@ -345,7 +351,8 @@ def _make_clients(config: SlotConfig, services: SlotServices) -> dict[str, ApiCl
     clients = {}
     for host in config.hosts:
         observer = services.request_observer(host.base_url)
-        clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer)
+        clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer,
+                                             proxies=ProxySettings.from_env(services.env))
     return clients
 
 

@@ -208,7 +208,7 @@ class WebUIConnection:
         url = f"{scheme}{self.client.base_url[self.client.base_url.index('://'):]}/api/v1/ws/{self.worker_id}"
         for _hop in range(4):
             try:
-                return await connect(url, additional_headers=self._ws_headers(url), proxy=None,
+                return await connect(url, additional_headers=self._ws_headers(url), proxy=self.client.proxy_for(url),
                                      max_size=MAX_MESSAGE_BYTES, open_timeout=30, ping_interval=60,
                                      ping_timeout=60, close_timeout=5)
             except InvalidURI as exc:
