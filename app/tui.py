@@ -503,10 +503,13 @@ class QaworkerApp(App[int]):
         if job.developer_session:
             question += "\nA developer session is open on this job!"
 
+        job_id = job.job_id  # the dialog asks about this job: a later one on the slot must not be hit
+
         def confirmed(yes: bool | None) -> None:
             if yes and instance is not None:
-                if self._command(f"abort slot {instance}", self.runtime.abort_job, instance) is False:
-                    self.notify(f"slot {instance} has no job any more", severity="warning")
+                if self._command(f"abort slot {instance}", self.runtime.abort_job, instance, job_id) is False:
+                    self.notify(f"job #{job_id} no longer runs on slot {instance}: nothing aborted",
+                                severity="warning")
 
         self.push_screen(ConfirmScreen("Abort job?", question, "Abort job", danger=True), confirmed)
 
