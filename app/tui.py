@@ -16,12 +16,12 @@ import signal
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from rich.console import RenderableType
 from textual import events, on
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
@@ -449,6 +449,14 @@ class QaworkerApp(App[int]):
 
     def _running_jobs(self) -> int:
         return self.runtime.view.running_jobs
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        # Textual's own "Quit" would exit without asking while jobs run; the palette has ours.
+        return (command for command in super().get_system_commands(screen) if command.callback != self.action_quit)
+
+    async def action_quit(self) -> None:
+        """Every way out (Textual's own quit action included) asks like ``q`` while jobs run."""
+        self.action_request_quit()
 
     def action_request_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):
