@@ -38,6 +38,7 @@ from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
 from widgets.format import tidy
 from widgets.job import SlotDetail
+from widgets.links import hosts_of
 from widgets.logtail import LogBuffers, LogTail
 from widgets.slots import SlotTable
 
@@ -125,7 +126,8 @@ class DashboardScreen(ViewScreen):
         self.query_one(StopBanner).show(view)
         self.query_one(SlotTable).show(view, now, narrow, history_of(self.app))
         slot = view.slots.get(selected) if selected is not None else None
-        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app))
+        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app),
+                                        hosts_of(view, selected) if selected is not None else ())
         self.query_one(CachePanel).show(view.cache, 1 if narrow else 3, 30 if narrow else 50)
 
 
@@ -144,7 +146,7 @@ class DetailScreen(ViewScreen):
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
         self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app),
-                                        screens_of(self.app))
+                                        screens_of(self.app), hosts_of(view, self.instance))
 
 
 class CacheScreen(ViewScreen):

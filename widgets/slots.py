@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 from backend.events import SlotState
 from backend.state import SlotView, WorkerView
 from widgets.format import SLOT_STYLE, bar, human_duration, slot_state_text, tidy, truncate, truncate_middle
+from widgets.links import SlotLink, hosts_of, slot_link
 from widgets.sparkline import SlotSparks
 
 # (key, label, wide width, narrow width)
@@ -69,13 +70,16 @@ class SlotTable(DataTable):
     def _columns(self) -> tuple[tuple[str, str, int, int], ...]:
         return tuple(c for c in _COLUMNS if c[0] != "recent" or self._recent)
 
-    def _cells(self, slot: SlotView, now: float) -> tuple[Text | str, ...]:
+    def _cells(self, slot: SlotView, now: float, link: SlotLink | None = None) -> tuple[Text | str, ...]:
         narrow = bool(self._narrow)
         state = slot_state_text(slot.state)
         job = slot.job
         if job is None:
             last = slot.last_finished
-            if slot.reason:  # broken / offline: the reason matters more than history
+            if link is not None and slot.state is SlotState.IDLE:  # idle, but no web UI can give it a job
+                state = link.state_text()
+                job_cell = Text(truncate(link.reason, _width("job", narrow)), style=link.style)
+            elif slot.reason:  # broken / offline: the reason matters more than history
                 style = SLOT_STYLE.get(slot.state, "")
                 job_cell = Text(truncate(slot.reason, _width("job", narrow)), style=style)
             elif last:
@@ -114,7 +118,7 @@ class SlotTable(DataTable):
             self.remove_row(key)
         for key in wanted:
             slot = view.slots[int(key)]
-            cells = self._cells(slot, now)
+            cells = self._cells(slot, now, slot_link(hosts_of(view, slot.instance), now))
             if self._recent:
                 cells = (*cells, self._sparks.cell(slot, self._history, now))
             cells = tuple(tidy(c) if isinstance(c, Text) else c for c in cells)
