@@ -24,19 +24,17 @@ from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer
 
 from backend import events as ev
 from backend.api import Runtime
 from backend.events import Subscription
 from backend.state import WorkerView
-from widgets.cache import CachePanel, cache_text
+from widgets.cache import CachePanel
 from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
-from widgets.format import tidy
 from widgets.job import SlotDetail
 from widgets.links import hosts_of
 from widgets.logtail import LogBuffers, LogTail
@@ -147,20 +145,6 @@ class DetailScreen(ViewScreen):
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
         self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app),
                                         screens_of(self.app), hosts_of(view, self.instance))
-
-
-class CacheScreen(ViewScreen):
-    """Every download in flight with the jobs waiting on it (c)."""
-
-    BINDINGS = [Binding("escape,c", "app.pop_screen", "Back")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="cache-full"):
-            yield Static(id="cache-text")
-        yield Footer()
-
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        self.query_one("#cache-text", Static).update(tidy(cache_text(view.cache, None, 70)))
 
 
 def history_of(app: App) -> list:
@@ -530,6 +514,8 @@ class QaworkerApp(App[int]):
             self.notify(f"log follow {'on' if on_ else 'off'}", timeout=2)
 
     def action_cache(self) -> None:
+        from app.cache_screen import CacheScreen
+
         if isinstance(self.screen, CacheScreen):
             self.pop_screen()
             return
