@@ -5,11 +5,12 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 
 from app.tui import ViewScreen
 from backend.state import WorkerView
 from widgets.cache import downloads_text, overview_text, waiting_text
+from widgets.footer import KeyFooter
 from widgets.format import tidy
 from widgets.logtail import LogBuffers
 
@@ -26,7 +27,7 @@ class CacheScreen(ViewScreen):
             yield Static(id="cache-overview", classes="cache-section")
             yield Static(id="cache-text", classes="cache-section")
             yield Static(id="cache-waiting", classes="cache-section")
-        yield Footer()
+        yield KeyFooter()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
         width = max(40, self.size.width - 6)  # padding and scrollbar

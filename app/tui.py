@@ -26,7 +26,6 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer
 
 from backend import events as ev
 from backend.api import Runtime
@@ -35,6 +34,7 @@ from backend.state import WorkerView
 from widgets.cache import CachePanel
 from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
+from widgets.footer import KeyFooter
 from widgets.job import SlotDetail
 from widgets.links import hosts_of
 from widgets.logtail import LogBuffers, LogTail
@@ -116,7 +116,7 @@ class DashboardScreen(ViewScreen):
         yield SlotTable(id="slots")
         yield SlotDetail(id="detail")
         yield CachePanel(id="cache")
-        yield Footer()
+        yield KeyFooter()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
         narrow = self.has_class("narrow")
@@ -140,7 +140,7 @@ class DetailScreen(ViewScreen):
 
     def compose(self) -> ComposeResult:
         yield SlotDetail(classes="full")
-        yield Footer()
+        yield KeyFooter()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
         self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app),
@@ -199,8 +199,8 @@ class QaworkerApp(App[int]):
         Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
         Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
         Binding("d", "drain", "Drain"),
-        Binding("a", "abort", "Abort job"),
-        Binding("l", "toggle_follow", "Follow log"),
+        Binding("a", "abort", "Abort"),
+        Binding("l", "toggle_follow", "Follow"),
         Binding("c", "cache", "Cache"),
         Binding("h", "history", "History"),
         Binding("enter", "detail", "Detail", show=False),
@@ -405,6 +405,7 @@ class QaworkerApp(App[int]):
 
     def _apply_width(self, width: int) -> None:
         self.dashboard.set_class(width < NARROW_WIDTH, "narrow")
+        self.set_class(width < NARROW_WIDTH, "narrow")  # for the other screens (full detail, cache, history)
 
     @on(SlotTable.Selected)
     def _slot_selected(self, message: SlotTable.Selected) -> None:

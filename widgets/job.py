@@ -168,7 +168,9 @@ class SlotDetail(Vertical):
             return
         summary.show(slot, now, slot_link(hosts, now))
         self.query_one(DeveloperPanel).show(slot.job)
-        self.query_one(ModuleList).show(slot.job, categories=self.has_class("full"))
+        # the test's categories only where the module list has the room for them
+        categories = self.has_class("full") and not self.app.has_class("narrow")
+        self.query_one(ModuleList).show(slot.job, categories=categories)
         self.query_one(LogTail).sync(slot.instance, slot.job, logs)
         self.query_one(ScreenPanel).show(slot, screens, now)
         self.set_class(slot.job is not None and slot.job.developer_session, "developer")
