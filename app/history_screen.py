@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from app.tui import ViewScreen
 from backend.history import select
 from backend.state import WorkerView
+from widgets.footer import KeyFooter
 from widgets.format import tidy
 from widgets.history import HistoryDetailScreen, HistoryTable, cycle, filter_text
 from widgets.logtail import LogBuffers
@@ -31,7 +32,7 @@ class HistoryScreen(ViewScreen):
     def compose(self) -> ComposeResult:
         yield Static(id="history-filters")
         yield HistoryTable(id="history-table")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(HistoryTable).focus()

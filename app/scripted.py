@@ -86,10 +86,10 @@ class ScriptedRuntime:
                 self.finish_job(instance, "incomplete", "quit: worker has been stopped or restarted")
         self.stop()
 
-    def abort_job(self, instance: int) -> bool:
+    def abort_job(self, instance: int, job_id: int | None = None) -> bool:
         self.commands.append(f"abort:{instance}")
         slot = self.view.slots.get(instance)
-        if slot is None or slot.job is None:
+        if slot is None or slot.job is None or (job_id is not None and slot.job.job_id != job_id):
             return False
         self.emit(ev.SlotStateChanged, instance=instance, state=SlotState.STOPPING, job_id=slot.job.job_id,
                   reason="aborted from the dashboard")
@@ -286,7 +286,7 @@ def disconnected(rt: ScriptedRuntime) -> None:
                 reason="connection refused", next_retry_in=12)
         rt.emit(ev.ConnectionChanged, host=HOST2, instance=i, state=HostState.DISABLED,
                 reason="API key rejected (403)")
-        rt.emit(ev.SlotStateChanged, instance=i, state=SlotState.OFFLINE, reason="no web UI connection")
+    # no SlotStateChanged: the real worker keeps such slots idle and publishes only the connections
     rt.advance(3)
 
 

@@ -16,28 +16,27 @@ import signal
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from rich.console import RenderableType
 from textual import events, on
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Static
 
 from backend import events as ev
 from backend.api import Runtime
 from backend.events import Subscription
 from backend.state import WorkerView
-from widgets.cache import CachePanel, cache_text
+from widgets.cache import CachePanel
 from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
-from widgets.format import tidy
+from widgets.footer import KeyFooter
 from widgets.job import SlotDetail
+from widgets.links import hosts_of
 from widgets.logtail import LogBuffers, LogTail
 from widgets.slots import SlotTable
 
@@ -117,7 +116,7 @@ class DashboardScreen(ViewScreen):
         yield SlotTable(id="slots")
         yield SlotDetail(id="detail")
         yield CachePanel(id="cache")
-        yield Footer()
+        yield KeyFooter()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
         narrow = self.has_class("narrow")
@@ -125,7 +124,8 @@ class DashboardScreen(ViewScreen):
         self.query_one(StopBanner).show(view)
         self.query_one(SlotTable).show(view, now, narrow, history_of(self.app))
         slot = view.slots.get(selected) if selected is not None else None
-        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app))
+        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app),
+                                        hosts_of(view, selected) if selected is not None else ())
         self.query_one(CachePanel).show(view.cache, 1 if narrow else 3, 30 if narrow else 50)
 
 
@@ -140,25 +140,11 @@ class DetailScreen(ViewScreen):
 
     def compose(self) -> ComposeResult:
         yield SlotDetail(classes="full")
-        yield Footer()
+        yield KeyFooter()
 
     def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
         self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app),
-                                        screens_of(self.app))
-
-
-class CacheScreen(ViewScreen):
-    """Every download in flight with the jobs waiting on it (c)."""
-
-    BINDINGS = [Binding("escape,c", "app.pop_screen", "Back")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="cache-full"):
-            yield Static(id="cache-text")
-        yield Footer()
-
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        self.query_one("#cache-text", Static).update(tidy(cache_text(view.cache, None, 70)))
+                                        screens_of(self.app), hosts_of(view, self.instance))
 
 
 def history_of(app: App) -> list:
@@ -213,8 +199,8 @@ class QaworkerApp(App[int]):
         Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
         Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
         Binding("d", "drain", "Drain"),
-        Binding("a", "abort", "Abort job"),
-        Binding("l", "toggle_follow", "Follow log"),
+        Binding("a", "abort", "Abort"),
+        Binding("l", "toggle_follow", "Follow"),
         Binding("c", "cache", "Cache"),
         Binding("h", "history", "History"),
         Binding("enter", "detail", "Detail", show=False),
@@ -419,6 +405,7 @@ class QaworkerApp(App[int]):
 
     def _apply_width(self, width: int) -> None:
         self.dashboard.set_class(width < NARROW_WIDTH, "narrow")
+        self.set_class(width < NARROW_WIDTH, "narrow")  # for the other screens (full detail, cache, history)
 
     @on(SlotTable.Selected)
     def _slot_selected(self, message: SlotTable.Selected) -> None:
@@ -449,6 +436,14 @@ class QaworkerApp(App[int]):
 
     def _running_jobs(self) -> int:
         return self.runtime.view.running_jobs
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        # Textual's own "Quit" would exit without asking while jobs run; the palette has ours.
+        return (command for command in super().get_system_commands(screen) if command.callback != self.action_quit)
+
+    async def action_quit(self) -> None:
+        """Every way out (Textual's own quit action included) asks like ``q`` while jobs run."""
+        self.action_request_quit()
 
     def action_request_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):
@@ -503,10 +498,13 @@ class QaworkerApp(App[int]):
         if job.developer_session:
             question += "\nA developer session is open on this job!"
 
+        job_id = job.job_id  # the dialog asks about this job: a later one on the slot must not be hit
+
         def confirmed(yes: bool | None) -> None:
             if yes and instance is not None:
-                if self._command(f"abort slot {instance}", self.runtime.abort_job, instance) is False:
-                    self.notify(f"slot {instance} has no job any more", severity="warning")
+                if self._command(f"abort slot {instance}", self.runtime.abort_job, instance, job_id) is False:
+                    self.notify(f"job #{job_id} no longer runs on slot {instance}: nothing aborted",
+                                severity="warning")
 
         self.push_screen(ConfirmScreen("Abort job?", question, "Abort job", danger=True), confirmed)
 
@@ -517,6 +515,8 @@ class QaworkerApp(App[int]):
             self.notify(f"log follow {'on' if on_ else 'off'}", timeout=2)
 
     def action_cache(self) -> None:
+        from app.cache_screen import CacheScreen
+
         if isinstance(self.screen, CacheScreen):
             self.pop_screen()
             return

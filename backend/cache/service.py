@@ -143,6 +143,7 @@ class AssetCache:
                 self._waiters.pop(key, None)
         if joined:
             self.stats.hits += 1  # the shared download served this caller too
+            await self._publish_totals()
         await self.pin(path, job)
         return path
 
@@ -190,6 +191,7 @@ class AssetCache:
             log.info("%s was confirmed less than %.0f s ago, using it without asking the web UI again", dest,
                      self.fresh_seconds)
             self._progress(key, finished=True)
+            await self._publish_totals()  # the dashboard's hit counter must not wait for the next download
             return dest
         etag = row.etag if row is not None and exists else None
         throttle = Throttle(lambda done, total, rate: self._progress(key, done, total, rate))
