@@ -9,8 +9,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from app.scripted import build
 from app.tui import QaworkerApp
+from tests.tui.scripted import build
 
 SIZE = (120, 36)
 # file name -> scenario

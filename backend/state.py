@@ -50,6 +50,7 @@ class JobView:
     live_viewers: int = 0
     developer_session: bool = False
     log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=500))
+    log_lines_total: int = 0  # every line ever added: a face that shows the tail knows what it missed
 
     @property
     def modules_done(self) -> int:
@@ -171,6 +172,7 @@ class WorkerView:
             case ev.LogLines():
                 if job := self.job(event.instance, event.job_id):
                     job.log_tail.extend(event.lines)
+                    job.log_lines_total += len(event.lines)
             case ev.UploadProgress():
                 if job := self.job(event.instance, event.job_id):
                     job.upload = UploadView(event.files_done, event.files_total, event.bytes_done,

@@ -21,7 +21,7 @@ from widgets.format import (
     truncate,
 )
 from widgets.history import SlotHistory
-from widgets.logtail import LogBuffers, LogTail
+from widgets.logtail import LogTail
 from widgets.screen import ScreenPanel
 
 
@@ -152,7 +152,7 @@ class SlotDetail(Vertical):
             yield LogTail(classes="logtail")
         yield SlotHistory(classes="slot-history")  # instead of the two boxes while no job runs
 
-    def show(self, slot: SlotView | None, now: float, logs: LogBuffers, history: list | None = None,
+    def show(self, slot: SlotView | None, now: float, history: list | None = None,
              screens: object = None) -> None:
         summary = self.query_one(JobSummary)
         if slot is None:
@@ -161,7 +161,7 @@ class SlotDetail(Vertical):
         summary.show(slot, now)
         self.query_one(DeveloperPanel).show(slot.job)
         self.query_one(ModuleList).show(slot.job, categories=self.has_class("full"))
-        self.query_one(LogTail).sync(slot.instance, slot.job, logs)
+        self.query_one(LogTail).sync(slot.instance, slot.job)
         self.query_one(ScreenPanel).show(slot, screens, now)
         self.set_class(slot.job is not None and slot.job.developer_session, "developer")
         self.set_class(slot.job is None, "idle")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.scripted import build
 from app.tui import QaworkerApp
+from tests.tui.scripted import build
 
 SCENARIOS = ["idle", "three_running", "uploading", "developer_session", "broken_host", "disconnected",
              "cache_downloading"]

@@ -4,7 +4,7 @@
 commands the UI sends. The scenario builders publish realistic event sequences with fixed
 timestamps, so a snapshot taken with ``clock=runtime.clock`` is deterministic.
 
-``python -m app.scripted [scenario]`` runs the dashboard against a scenario that keeps moving.
+``python -m tests.tui.scripted [scenario]`` runs the dashboard against a scenario that keeps moving.
 """
 
 from __future__ import annotations
