@@ -23,6 +23,7 @@ import termios
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 from rich.console import RenderableType
 from textual import events, on
@@ -188,7 +189,7 @@ class QaworkerCommands(Provider):
 class QaworkerApp(App[int]):
     """The dashboard. ``runtime`` implements backend.api.Runtime; ``clock`` is injectable for snapshots."""
 
-    CSS_PATH = "qaworker.tcss"
+    CSS_PATH = Path(__file__).with_name("qaworker.tcss")  # absolute: subclasses live elsewhere too
     TITLE = "qaworker"
     COMMANDS = App.COMMANDS | {QaworkerCommands}
     BINDINGS = [
@@ -371,14 +372,14 @@ class QaworkerApp(App[int]):
             case ev.Notice(level="warning" | "error"):
                 where = f"slot {event.instance}: " if event.instance is not None else ""
                 self.notify(where + event.message, severity="error" if event.level == "error" else "warning",
-                            timeout=8)
+                            timeout=8, markup=False)
             case ev.JobFinished():
                 # Good results show in the slot table ("last #N passed"); toasts for them would pile
                 # up over the log on a busy worker, so only the bad ones get one.
                 if event.result not in ("passed", "softfailed"):
                     reason = f" ({event.reason})" if event.reason else ""
                     self.notify(f"slot {event.instance}: job #{event.job_id} {event.result}{reason}",
-                                severity="warning", timeout=6)
+                                severity="warning", timeout=6, markup=False)
             case ev.WorkerStopping():
                 self.notify("draining: no new jobs" if event.mode == "drain" else "quitting: stopping jobs",
                             severity="warning")
@@ -397,14 +398,14 @@ class QaworkerApp(App[int]):
         log.error("dashboard %s failed; restarting it", worker.name, exc_info=error)
         if worker.name == WAIT_STOPPED:
             self.notify(f"dashboard: watching for the worker's stop failed ({error!r}); watching again",
-                        severity="error", timeout=10)
+                        severity="error", timeout=10, markup=False)
             self.set_timer(1.0, self._start_wait_stopped)
             return
         self._pump_failures += 1
         delay = min(PUMP_RESTART_MAX_DELAY, 0.25 * 2 ** (self._pump_failures - 1)) if self._pump_failures > 1 else 0
         again = "restarted" if not delay else f"restarting in {delay:g} s"
         self.notify(f"dashboard: the event pump failed ({error!r}); {again} — the screen may have missed "
-                    "a notice, the state shown is current", severity="error", timeout=10)
+                    "a notice, the state shown is current", severity="error", timeout=10, markup=False)
         self._schedule_render()  # the view is complete: redraw it even while the pump is down
         if delay:
             self.set_timer(delay, self._start_pump)
@@ -437,7 +438,7 @@ class QaworkerApp(App[int]):
             if repr(exc) != self._render_error:  # once per distinct error, not 10 toasts a second
                 self._render_error = repr(exc)
                 self.notify(f"dashboard: drawing the screen failed ({exc!r}); see the log", severity="error",
-                            timeout=10)
+                            timeout=10, markup=False)
         else:
             self._render_error = ""
 
