@@ -350,13 +350,12 @@ class QaworkerApp(App[int]):
     async def _pump(self, sub: Subscription) -> None:
         handled = 0
         async for event in sub:
+            self._report_dropped(sub)  # an int comparison: cheap enough for every event
             self.handle_event(event)
             self._pump_failures = 0
             handled += 1
             if handled % PUMP_BATCH == 0:
-                self._report_dropped(sub)
                 await asyncio.sleep(0)  # a burst must not starve input and rendering
-        self._report_dropped(sub)
 
     def _report_dropped(self, sub: Subscription) -> None:
         """The bus dropped events for us (the app fell behind): the view is complete, toasts may be lost."""

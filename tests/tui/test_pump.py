@@ -166,3 +166,41 @@ async def test_log_lines_of_two_slots_stay_ordered_without_gaps_or_duplicates() 
         await pilot.press("down")  # slot 2: its own lines, all of them, in order
         await until(pilot, lambda: tail.lines[-1:] == sent[2][-1:], "slot 2's last line")
         assert tail.lines == sent[2]
+
+
+async def test_a_flood_beyond_the_pump_queue_is_reported_and_the_screen_shows_the_final_state(monkeypatch) -> None:
+    import app.tui
+
+    monkeypatch.setattr(app.tui, "PUMP_SUBSCRIPTION", 50)  # a small queue, so the flood overflows it
+    rt = build("idle")
+    dashboard = QaworkerApp(rt, clock=rt.clock)
+    async with dashboard.run_test(size=WIDE, notifications=True) as pilot:
+        await pilot.pause(0.2)
+        for n in range(1, 1001):  # published without a pause: the app cannot take any of it yet
+            rt.emit(ev.CacheTotals, used_bytes=n * 1024**2, limit_bytes=2000 * 1024**2)
+        await until(pilot, lambda: any("fell behind: 950 events skipped" in t for t in toasts(dashboard)),
+                    "the skipped events reported")
+        await until(pilot, lambda: "1000.0 MiB / 2.0 GiB" in cache_text(dashboard), "the final cache totals")
+
+
+async def test_a_rendering_bug_is_shown_once_and_the_screen_recovers_when_it_is_gone(monkeypatch) -> None:
+    rt = build("idle")
+    dashboard = QaworkerApp(rt, clock=rt.clock)
+    async with dashboard.run_test(size=WIDE, notifications=True) as pilot:
+        await until(pilot, lambda: "36.0 GiB / 50.0 GiB" in cache_text(dashboard), "the first render")
+        original = SlotTable.show
+
+        def broken(self, *args, **kwargs) -> None:
+            raise ValueError("column overflow")
+
+        monkeypatch.setattr(SlotTable, "show", broken)
+        for n in range(5):  # several renders with the same bug
+            rt.emit(ev.CacheTotals, used_bytes=n * 1024**3, limit_bytes=10 * 1024**3)
+            await pilot.pause(0.15)
+        shown = [t for t in toasts(dashboard) if "drawing the screen failed" in t]
+        assert len(shown) == 1 and "column overflow" in shown[0]
+        assert dashboard.is_running
+        monkeypatch.setattr(SlotTable, "show", original)
+        rt.emit(ev.SlotStateChanged, instance=2, state=SlotState.BROKEN, reason="disk gone")
+        table = dashboard.screen.query_one(SlotTable)
+        await until(pilot, lambda: cell(table, 2, "state") == "broken", "the table drawn again")
