@@ -12,7 +12,6 @@ from backend.state import WorkerView
 from widgets.cache import downloads_text, overview_text, waiting_text
 from widgets.footer import KeyFooter
 from widgets.format import tidy
-from widgets.logtail import LogBuffers
 
 
 class CacheScreen(ViewScreen):
@@ -29,7 +28,7 @@ class CacheScreen(ViewScreen):
             yield Static(id="cache-waiting", classes="cache-section")
         yield KeyFooter()
 
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+    def show_view(self, view: WorkerView, now: float, selected: int | None) -> None:
         width = max(40, self.size.width - 6)  # padding and scrollbar
         self.query_one("#cache-overview", Static).update(tidy(overview_text(view.cache, width)))
         self.query_one("#cache-text", Static).update(tidy(downloads_text(view.cache, width)))

@@ -24,7 +24,7 @@ from widgets.format import (
 )
 from widgets.history import SlotHistory
 from widgets.links import SlotLink, slot_link
-from widgets.logtail import LogBuffers, LogTail
+from widgets.logtail import LogTail
 from widgets.screen import ScreenPanel
 
 
@@ -162,7 +162,7 @@ class SlotDetail(Vertical):
             yield LogTail(classes="logtail")
         yield SlotHistory(classes="slot-history")  # instead of the two boxes while no job runs
 
-    def show(self, slot: SlotView | None, now: float, logs: LogBuffers, history: list | None = None,
+    def show(self, slot: SlotView | None, now: float, history: list | None = None,
              screens: object = None, hosts: Sequence[HostView] = ()) -> None:
         summary = self.query_one(JobSummary)
         if slot is None:
@@ -173,7 +173,7 @@ class SlotDetail(Vertical):
         # the test's categories only where the module list has the room for them
         categories = self.has_class("full") and not self.app.has_class("narrow")
         self.query_one(ModuleList).show(slot.job, categories=categories)
-        self.query_one(LogTail).sync(slot.instance, slot.job, logs)
+        self.query_one(LogTail).sync(slot.instance, slot.job)
         self.query_one(ScreenPanel).show(slot, screens, now)
         self.set_class(slot.job is not None and slot.job.developer_session, "developer")
         self.set_class(slot.job is None, "idle")

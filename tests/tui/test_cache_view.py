@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from app import scripted
-from app.scripted import ScriptedRuntime, build
 from app.tui import QaworkerApp
 from backend import events as ev
 from backend.events import SlotState
+from tests.tui import scripted
+from tests.tui.scripted import ScriptedRuntime, build
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from textual.command import CommandPalette
 
-from app.scripted import build
 from app.tui import QaworkerApp
+from tests.tui.scripted import build
 from widgets.dialogs import QuitScreen
 
 pytestmark = pytest.mark.timeout(30)

@@ -6,9 +6,9 @@ import pytest
 from textual.containers import VerticalScroll
 from textual.widgets._footer import FooterKey
 
-from app.scripted import build
 from app.tui import QaworkerApp
 from backend import events as ev
+from tests.tui.scripted import build
 from widgets.dialogs import ConfirmScreen, HelpScreen
 from widgets.logtail import LogTail
 from widgets.slots import SlotTable
