@@ -164,7 +164,7 @@ def format_event(event: ev.Event, view: WorkerView) -> str | None:
             return f"{_job(event.instance, event.job_id)} developer session {action}"
         case ev.CacheProgress():
             return _cache(event)
-        case ev.CacheTotals() | ev.JobResources():
+        case ev.CacheTotals() | ev.JobResources() | ev.CacheQueue():
             return None  # totals and job figures are for the dashboard and metrics
         case ev.Notice():
             if event.instance is not None and event.job_id is not None:

@@ -58,7 +58,11 @@ async def test_sigkill_of_the_worker_leaves_no_image_pool_process(tmp_path, opti
                         pass
                 return found
 
-            await web.wait_for(lambda: bool(optimising()), 60)  # it is optimising screenshots right now
+            # It is optimising screenshots right now. Each optimiser run is short and the mock web UI's
+            # wait_for only looks again when the mock's state changes: poll the process table instead.
+            async with asyncio.timeout(60):
+                while not await asyncio.to_thread(optimising):
+                    await asyncio.sleep(0.02)
             descendants = worker.children(recursive=True)
             job_tree = [p for p in descendants if _is_job_process(p)]
             pool = [p.pid for p in descendants if p not in job_tree]
