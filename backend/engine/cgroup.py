@@ -338,10 +338,12 @@ class Cgroups:
             if entry.is_dir() and entry.name.startswith(JOB_PREFIX) and entry != spare:
                 yield JobCgroup(entry)
 
-    def remove_slot(self, instance: int) -> None:
-        slot = self.slot_dir(instance)
-        if slot is not None:
+    def remove_empty_slots(self) -> None:
+        """At exit: the slot cgroups without a job left (a handed-over job's stays for the next life)."""
+        if self.root is None:
+            return
+        for slot in self.root.glob(f"{SLOT_PREFIX}*"):
             try:
                 slot.rmdir()
             except OSError:
-                pass  # a job cgroup is still there (a handed-over job): it stays for the next life
+                pass
