@@ -54,7 +54,7 @@ faults: $(STAMP) system-tools
 	$(BIN)/python -m pytest -q -m faults tests/faults $(PYTEST_ARGS)
 
 screenshots: $(STAMP)
-	$(BIN)/python -m app.screenshots screenshots
+	$(BIN)/python -m tests.tui.screenshots screenshots
 
 bench: $(STAMP)
 	$(BIN)/python bench/job_overhead.py

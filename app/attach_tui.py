@@ -21,7 +21,6 @@ from backend.control.client import RemoteRuntime
 from backend.state import WorkerView
 from widgets.attachbar import AttachBar
 from widgets.dialogs import ConfirmScreen, QuitScreen
-from widgets.logtail import LogBuffers
 
 log = logging.getLogger("qaworker.attach")
 
@@ -51,8 +50,8 @@ class AttachedDashboard(DashboardScreen):
         yield AttachBar(id="attach-bar")
         yield from super().compose()
 
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        super().show_view(view, now, logs, selected)
+    def show_view(self, view: WorkerView, now: float, selected: int | None) -> None:
+        super().show_view(view, now, selected)
         runtime = self.app.runtime  # type: ignore[attr-defined]
         self.query_one(AttachBar).show(runtime.link, now)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from app.tui import ViewScreen
 from backend.history import select
 from backend.state import WorkerView
+from widgets.footer import KeyFooter
 from widgets.format import tidy
 from widgets.history import HistoryDetailScreen, HistoryTable, cycle, filter_text
-from widgets.logtail import LogBuffers
 
 
 class HistoryScreen(ViewScreen):
@@ -31,7 +31,7 @@ class HistoryScreen(ViewScreen):
     def compose(self) -> ComposeResult:
         yield Static(id="history-filters")
         yield HistoryTable(id="history-table")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(HistoryTable).focus()
@@ -40,7 +40,7 @@ class HistoryScreen(ViewScreen):
         history = getattr(self.app.runtime, "history", None)  # type: ignore[attr-defined]
         return history.entries() if history is not None else []
 
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+    def show_view(self, view: WorkerView, now: float, selected: int | None) -> None:
         self._last = (view, now)
         entries = self._entries()
         shown = select(entries, instance=self.instance, result=self.result)
@@ -51,7 +51,7 @@ class HistoryScreen(ViewScreen):
     def _refresh(self) -> None:
         if self._last is not None:
             view, now = self._last
-            self.show_view(view, now, LogBuffers(), None)
+            self.show_view(view, now, None)
 
     def action_cycle_slot(self) -> None:
         self.instance = cycle(self.instance, sorted({e.instance for e in self._entries()}))  # type: ignore[assignment]

@@ -93,6 +93,7 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
     for warning in config.warnings:  # unknown or unsupported keys (check-config lists them too)
         log.warning("%s", warning)
     for slot in config.slots:
+        add_secret(slot.tuning.ipmi_password if slot.tuning else None)  # IPMI_PASSWORD: never in a log line
         for host in slot.hosts:
             if host.api_secret:
                 add_secret(host.api_secret)

@@ -1,9 +1,14 @@
-"""The Textual dashboard. The runtime (real Worker or a scripted fake) is injected; the app only
-subscribes to ``runtime.bus`` and calls the runtime's small synchronous command API.
+"""The Textual dashboard. The runtime (real Worker or a recorded/scripted one in tests) is injected;
+the app only subscribes to ``runtime.bus`` and calls the runtime's small synchronous command API.
 
-Data flow: bus event → pump worker (keeps the log tails in event order) → Textual message (high-rate
-ones coalesce via ``can_replace``) → a throttled render (≤ 10×/s) from ``runtime.view`` in
-``batch_update()``.
+Data flow: the runtime folds every bus event into its read model (``runtime.view``, a synchronous
+listener that never drops). The app's pump reads its own bounded subscription only to learn *that*
+something changed (and to toast warnings): it marks the screen dirty, and a throttled render
+(≤ 10×/s) draws everything from ``runtime.view`` in one ``batch_update()``. No Textual message per
+bus event, so a burst of events costs one render, and the log tails read the view's bounded buffer
+(in publish order, with a "lines dropped" marker if it overflowed between two renders).
+
+If the pump raises, the dashboard says so and starts it again: it never freezes silently.
 """
 
 from __future__ import annotations
@@ -16,29 +21,29 @@ import signal
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 
 from rich.console import RenderableType
 from textual import events, on
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.containers import Vertical
-from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
 
 from backend import events as ev
 from backend.api import Runtime
 from backend.events import Subscription
 from backend.state import WorkerView
-from widgets.cache import CachePanel, cache_text
+from widgets.cache import CachePanel
 from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
-from widgets.format import tidy
+from widgets.footer import KeyFooter
 from widgets.job import SlotDetail
-from widgets.logtail import LogBuffers, LogTail
+from widgets.links import hosts_of
+from widgets.logtail import LogTail
 from widgets.slots import SlotTable
 
 log = logging.getLogger(__name__)
@@ -47,33 +52,11 @@ RC_TERMINAL_LOST = 75  # EX_TEMPFAIL: the terminal went away; the caller goes on
 RENDER_INTERVAL = 0.1  # at most ~10 renders per second, however busy the bus is
 NARROW_WIDTH = 120
 TERMINAL_CHECK_INTERVAL = 2.0
-
-# Events that arrive in bursts; only the newest of each key matters because we render from the view.
-_NOISY = (ev.JobProgress, ev.UploadProgress, ev.CacheProgress, ev.CacheTotals, ev.LogLines, ev.LiveViewers)
-
-
-class BackendEvent(Message, bubble=False):
-    """One backend event, delivered to the app."""
-
-    def __init__(self, event: ev.Event) -> None:
-        self.event = event
-        super().__init__()
-
-
-class NoisyEvent(BackendEvent):
-    """A high-rate event: a newer one with the same key replaces a queued older one."""
-
-    def __init__(self, event: ev.Event) -> None:
-        super().__init__(event)
-        self.key = (type(event).__name__, getattr(event, "instance", None), getattr(event, "job_id", None),
-                    getattr(event, "key", None))
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, NoisyEvent) and message.key == self.key
-
-
-def to_message(event: ev.Event) -> BackendEvent:
-    return NoisyEvent(event) if isinstance(event, _NOISY) else BackendEvent(event)
+PUMP_BATCH = 256  # events the pump handles before it lets the loop run other callbacks
+PUMP_SUBSCRIPTION = 10_000  # the pump's bus queue; the view is complete even if it overflows
+PUMP_RESTART_MAX_DELAY = 5.0  # a pump that fails on every event is restarted at most this often
+PUMP = "event-pump"
+WAIT_STOPPED = "wait-stopped"
 
 
 def terminal_alive() -> bool:
@@ -104,7 +87,7 @@ def start_resource_tracker() -> None:
 class ViewScreen(Screen):
     """A screen that shows part of the worker view; the app calls ``show_view`` on every render."""
 
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+    def show_view(self, view: WorkerView, now: float, selected: int | None) -> None:
         raise NotImplementedError
 
 
@@ -117,15 +100,16 @@ class DashboardScreen(ViewScreen):
         yield SlotTable(id="slots")
         yield SlotDetail(id="detail")
         yield CachePanel(id="cache")
-        yield Footer()
+        yield KeyFooter()
 
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
+    def show_view(self, view: WorkerView, now: float, selected: int | None) -> None:
         narrow = self.has_class("narrow")
         self.query_one(ConnectionBar).show(view, now)
         self.query_one(StopBanner).show(view)
         self.query_one(SlotTable).show(view, now, narrow, history_of(self.app))
         slot = view.slots.get(selected) if selected is not None else None
-        self.query_one(SlotDetail).show(slot, now, logs, history_of(self.app), screens_of(self.app))
+        self.query_one(SlotDetail).show(slot, now, history_of(self.app), screens_of(self.app),
+                                        hosts_of(view, selected) if selected is not None else ())
         self.query_one(CachePanel).show(view.cache, 1 if narrow else 3, 30 if narrow else 50)
 
 
@@ -140,25 +124,11 @@ class DetailScreen(ViewScreen):
 
     def compose(self) -> ComposeResult:
         yield SlotDetail(classes="full")
-        yield Footer()
+        yield KeyFooter()
 
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        self.query_one(SlotDetail).show(view.slots.get(self.instance), now, logs, history_of(self.app),
-                                        screens_of(self.app))
-
-
-class CacheScreen(ViewScreen):
-    """Every download in flight with the jobs waiting on it (c)."""
-
-    BINDINGS = [Binding("escape,c", "app.pop_screen", "Back")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="cache-full"):
-            yield Static(id="cache-text")
-        yield Footer()
-
-    def show_view(self, view: WorkerView, now: float, logs: LogBuffers, selected: int | None) -> None:
-        self.query_one("#cache-text", Static).update(tidy(cache_text(view.cache, None, 70)))
+    def show_view(self, view: WorkerView, now: float, selected: int | None) -> None:
+        self.query_one(SlotDetail).show(view.slots.get(self.instance), now, history_of(self.app),
+                                        screens_of(self.app), hosts_of(view, self.instance))
 
 
 def history_of(app: App) -> list:
@@ -205,7 +175,7 @@ class QaworkerCommands(Provider):
 class QaworkerApp(App[int]):
     """The dashboard. ``runtime`` implements backend.api.Runtime; ``clock`` is injectable for snapshots."""
 
-    CSS_PATH = "qaworker.tcss"
+    CSS_PATH = Path(__file__).with_name("qaworker.tcss")  # absolute: subclasses live elsewhere too
     TITLE = "qaworker"
     COMMANDS = App.COMMANDS | {QaworkerCommands}
     BINDINGS = [
@@ -213,8 +183,8 @@ class QaworkerApp(App[int]):
         Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
         Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
         Binding("d", "drain", "Drain"),
-        Binding("a", "abort", "Abort job"),
-        Binding("l", "toggle_follow", "Follow log"),
+        Binding("a", "abort", "Abort"),
+        Binding("l", "toggle_follow", "Follow"),
         Binding("c", "cache", "Cache"),
         Binding("h", "history", "History"),
         Binding("enter", "detail", "Detail", show=False),
@@ -228,7 +198,6 @@ class QaworkerApp(App[int]):
         start_resource_tracker()
         self.runtime = runtime
         self.clock = clock
-        self.logs = LogBuffers()
         self.selected: int | None = None
         self._terminal_check = terminal_check
         self.terminal_check_interval = TERMINAL_CHECK_INTERVAL
@@ -238,6 +207,9 @@ class QaworkerApp(App[int]):
         self._terminal_gone = False
         self._render_pending = False
         self._last_render = 0.0
+        self._pump_failures = 0  # in a row; reset by the first event handled after a restart
+        self._dropped_seen = 0
+        self._render_error = ""
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen(id="dashboard")
@@ -249,13 +221,9 @@ class QaworkerApp(App[int]):
     # ----- lifecycle -------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        # Subscribe and seed the log tails in one synchronous step, so no line is lost or doubled.
-        self._sub = self.runtime.bus.subscribe()
-        for slot in self.runtime.view.slots.values():
-            if slot.job is not None:
-                self.logs.add(slot.instance, slot.job.job_id, list(slot.job.log_tail))
-        self.run_worker(self._pump(self._sub), exit_on_error=False, group="events", name="event-pump")
-        self.run_worker(self._wait_stopped(), exit_on_error=False, group="lifetime", name="wait-stopped")
+        self._sub = self.runtime.bus.subscribe(PUMP_SUBSCRIPTION)
+        self._start_pump()
+        self._start_wait_stopped()
         self._install_signal_handlers()
         self._guard_resume()
         self.set_interval(1.0, self._schedule_render, name="clock")  # uptime / elapsed / retry countdowns
@@ -292,13 +260,16 @@ class QaworkerApp(App[int]):
         that starts a second writer thread whose queue fills up, and the app's shutdown then blocks
         the event loop for ever in ``WriterThread.stop()`` — the worker with it.
         """
-        resume = getattr(self._driver, "_sigcont_application", None)
-        if resume is None:
+        try:
+            resume = signal.getsignal(signal.SIGCONT)  # the driver's handler, if it installed one
+        except ValueError:  # not the main thread
+            return
+        if not callable(resume):
             return
 
         def on_sigcont(signum: int, frame: object) -> None:
             if self._alive():
-                resume(signum, frame)
+                resume(signum, frame)  # type: ignore[arg-type]
 
         try:
             signal.signal(signal.SIGCONT, on_sigcont)
@@ -353,39 +324,78 @@ class QaworkerApp(App[int]):
             return
         super().panic(*renderables)
 
+    # ----- the pump: bus → dirty flag (+ toasts) → throttled render from the view ------------------
+
+    def _start_pump(self) -> None:
+        if self._sub is not None:
+            self.run_worker(self._pump(self._sub), exit_on_error=False, group="events", name=PUMP)
+
+    def _start_wait_stopped(self) -> None:
+        self.run_worker(self._wait_stopped(), exit_on_error=False, group="lifetime", name=WAIT_STOPPED)
+
     async def _pump(self, sub: Subscription) -> None:
+        handled = 0
         async for event in sub:
-            if isinstance(event, ev.LogLines):
-                self.logs.add(event.instance, event.job_id, event.lines)
-            self.post_message(to_message(event))
+            self._report_dropped(sub)  # an int comparison: cheap enough for every event
+            self.handle_event(event)
+            self._pump_failures = 0
+            handled += 1
+            if handled % PUMP_BATCH == 0:
+                await asyncio.sleep(0)  # a burst must not starve input and rendering
 
-    async def _wait_stopped(self) -> None:
-        code = await self.runtime.wait_stopped()
-        self.exit(code, return_code=code)
+    def _report_dropped(self, sub: Subscription) -> None:
+        """The bus dropped events for us (the app fell behind): the view is complete, toasts may be lost."""
+        if sub.dropped > self._dropped_seen:
+            missed, self._dropped_seen = sub.dropped - self._dropped_seen, sub.dropped
+            log.warning("dashboard fell behind: %d events skipped", missed)
+            self.notify(f"the dashboard fell behind: {missed} events skipped (the screen shows the current "
+                        "state; warnings among them are in the log)", severity="warning", timeout=8)
 
-    # ----- events → render -------------------------------------------------------------------------
-
-    def on_backend_event(self, message: BackendEvent) -> None:
-        event = message.event
+    def handle_event(self, event: ev.Event) -> None:
+        """One bus event: toast what needs attention, and mark the screen dirty (the view has the rest)."""
         match event:
             case ev.Notice(level="warning" | "error"):
                 where = f"slot {event.instance}: " if event.instance is not None else ""
                 self.notify(where + event.message, severity="error" if event.level == "error" else "warning",
-                            timeout=8)
+                            timeout=8, markup=False)
             case ev.JobFinished():
                 # Good results show in the slot table ("last #N passed"); toasts for them would pile
                 # up over the log on a busy worker, so only the bad ones get one.
                 if event.result not in ("passed", "softfailed"):
                     reason = f" ({event.reason})" if event.reason else ""
                     self.notify(f"slot {event.instance}: job #{event.job_id} {event.result}{reason}",
-                                severity="warning", timeout=6)
+                                severity="warning", timeout=6, markup=False)
             case ev.WorkerStopping():
                 self.notify("draining: no new jobs" if event.mode == "drain" else "quitting: stopping jobs",
                             severity="warning")
         self._schedule_render()
 
-    def on_noisy_event(self, message: NoisyEvent) -> None:
-        self._schedule_render()
+    async def _wait_stopped(self) -> None:
+        code = await self.runtime.wait_stopped()
+        self.exit(code, return_code=code)
+
+    def on_worker_state_changed(self, message: Worker.StateChanged) -> None:
+        """A pump or the stop watcher raised: say so, log the traceback, and start it again."""
+        worker = message.worker
+        if message.state is not WorkerState.ERROR or worker.name not in (PUMP, WAIT_STOPPED):
+            return
+        error = worker.error
+        log.error("dashboard %s failed; restarting it", worker.name, exc_info=error)
+        if worker.name == WAIT_STOPPED:
+            self.notify(f"dashboard: watching for the worker's stop failed ({error!r}); watching again",
+                        severity="error", timeout=10, markup=False)
+            self.set_timer(1.0, self._start_wait_stopped)
+            return
+        self._pump_failures += 1
+        delay = min(PUMP_RESTART_MAX_DELAY, 0.25 * 2 ** (self._pump_failures - 1)) if self._pump_failures > 1 else 0
+        again = "restarted" if not delay else f"restarting in {delay:g} s"
+        self.notify(f"dashboard: the event pump failed ({error!r}); {again} — the screen may have missed "
+                    "a notice, the state shown is current", severity="error", timeout=10, markup=False)
+        self._schedule_render()  # the view is complete: redraw it even while the pump is down
+        if delay:
+            self.set_timer(delay, self._start_pump)
+        else:
+            self._start_pump()
 
     def _schedule_render(self) -> None:
         if self._render_pending:
@@ -407,11 +417,15 @@ class QaworkerApp(App[int]):
             with self.batch_update():
                 for screen in self.screen_stack:
                     if isinstance(screen, ViewScreen) and screen.is_mounted:
-                        screen.show_view(view, now, self.logs, self.selected)
-        except Exception:  # a rendering bug must not take the worker's dashboard down
+                        screen.show_view(view, now, self.selected)
+        except Exception as exc:  # a rendering bug must not take the worker's dashboard down
             log.exception("render failed")
-        live = {(s.instance, s.job.job_id) for s in view.slots.values() if s.job is not None}
-        self.logs.forget_except(live)
+            if repr(exc) != self._render_error:  # once per distinct error, not 10 toasts a second
+                self._render_error = repr(exc)
+                self.notify(f"dashboard: drawing the screen failed ({exc!r}); see the log", severity="error",
+                            timeout=10, markup=False)
+        else:
+            self._render_error = ""
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_width(event.size.width)
@@ -419,6 +433,7 @@ class QaworkerApp(App[int]):
 
     def _apply_width(self, width: int) -> None:
         self.dashboard.set_class(width < NARROW_WIDTH, "narrow")
+        self.set_class(width < NARROW_WIDTH, "narrow")  # for the other screens (full detail, cache, history)
 
     @on(SlotTable.Selected)
     def _slot_selected(self, message: SlotTable.Selected) -> None:
@@ -449,6 +464,14 @@ class QaworkerApp(App[int]):
 
     def _running_jobs(self) -> int:
         return self.runtime.view.running_jobs
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        # Textual's own "Quit" would exit without asking while jobs run; the palette has ours.
+        return (command for command in super().get_system_commands(screen) if command.callback != self.action_quit)
+
+    async def action_quit(self) -> None:
+        """Every way out (Textual's own quit action included) asks like ``q`` while jobs run."""
+        self.action_request_quit()
 
     def action_request_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):
@@ -503,10 +526,13 @@ class QaworkerApp(App[int]):
         if job.developer_session:
             question += "\nA developer session is open on this job!"
 
+        job_id = job.job_id  # the dialog asks about this job: a later one on the slot must not be hit
+
         def confirmed(yes: bool | None) -> None:
             if yes and instance is not None:
-                if self._command(f"abort slot {instance}", self.runtime.abort_job, instance) is False:
-                    self.notify(f"slot {instance} has no job any more", severity="warning")
+                if self._command(f"abort slot {instance}", self.runtime.abort_job, instance, job_id) is False:
+                    self.notify(f"job #{job_id} no longer runs on slot {instance}: nothing aborted",
+                                severity="warning")
 
         self.push_screen(ConfirmScreen("Abort job?", question, "Abort job", danger=True), confirmed)
 
@@ -517,6 +543,8 @@ class QaworkerApp(App[int]):
             self.notify(f"log follow {'on' if on_ else 'off'}", timeout=2)
 
     def action_cache(self) -> None:
+        from app.cache_screen import CacheScreen
+
         if isinstance(self.screen, CacheScreen):
             self.pop_screen()
             return

@@ -188,6 +188,18 @@ class CacheTotals(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CacheQueue(Event):
+    """The host's CACHEWORKERS slots as this process sees them (for /influxdb/minion)."""
+
+    active: int  # downloads and test syncs running
+    downloads: int  # of them asset downloads
+    queued: int  # waiting for a slot
+    failed: int  # ended with an error since start
+    limit: int  # CACHEWORKERS
+    download_rate: int | None = None  # bytes/s of the last download above OPENQA_METRICS_DOWNLOAD_SIZE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Notice(Event):
     """A log-worthy message that is not a state change (warnings, errors, info)."""
 

@@ -14,7 +14,8 @@ classic worker):
    (worker setting, MiB, default 1024, 0 disables) - non-fatal; better broken than a job that dies with
    "No space left on device".
 
-Not implemented here: the ``tap`` D-Bus check (§7 check 5) and the ``LOCK_NAME`` throttle (check 7).
+Not here: the ``tap`` D-Bus check (§7 check 5, backend/slot/ovs.py, run by the availability monitor)
+and the ``LOCK_NAME`` throttle (check 7).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from prometheus_client import (
 from backend import __version__
 from backend import events as ev
 from backend.events import HostState, SlotState
+from backend.metrics_influx import MinionFigures
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,12 @@ class Metrics:
         self._accepted_at: dict[tuple[int, int], float] = {}
         self._upload_seen: dict[tuple[int, int], tuple[int, str]] = {}  # bytes_done, last_error
         self._cache_seen = (0, 0, 0)
+        self.minion = MinionFigures()  # GET /influxdb/minion
 
     # -- hooks ------------------------------------------------------------------------------------
 
     def observe_event(self, event: ev.Event) -> None:
+        self.minion.observe(event)
         match event:
             case ev.JobAccepted():
                 self._accepted_at[(event.instance, event.job_id)] = event.ts
@@ -193,13 +196,19 @@ class MetricsServer:
 
 
 async def serve_metrics(metrics: Metrics, address: str = "127.0.0.1", port: int = 9527) -> MetricsServer:
-    """Serve ``GET /metrics`` on the running loop. ``port=0`` picks a free port (see ``.port``)."""
+    """Serve ``GET /metrics`` and ``GET /influxdb/minion`` on the running loop; ``port=0`` picks a free port
+    (see ``.port``)."""
 
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def influx(request: web.Request) -> web.Response:  # the classic cache service's endpoint
+        base = f"{request.scheme}://{request.host}"
+        return web.Response(text=metrics.minion.render(base), content_type="text/plain")
+
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    app.router.add_get("/influxdb/minion", influx)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, address, port)

@@ -52,6 +52,7 @@ class JobView:
     memory_bytes: int | None = None  # from the job's cgroup (None: no per-job cgroup)
     cpu_seconds: float | None = None
     log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=500))
+    log_lines_total: int = 0  # every line ever added: a face that shows the tail knows what it missed
 
     @property
     def modules_done(self) -> int:
@@ -173,6 +174,7 @@ class WorkerView:
             case ev.LogLines():
                 if job := self.job(event.instance, event.job_id):
                     job.log_tail.extend(event.lines)
+                    job.log_lines_total += len(event.lines)
             case ev.JobResources():
                 if job := self.job(event.instance, event.job_id):
                     job.memory_bytes, job.cpu_seconds = event.memory_bytes, event.cpu_seconds

@@ -126,7 +126,8 @@ class Worker:
             cache = AssetCache(self.config.cache_dir, limit_bytes=int(tuning.cache_limit_gib * 1024 ** 3),
                                min_free_percentage=tuning.cache_min_free_percentage, bus=self.bus,
                                rsync_tries=tuning.rsync_retries, rsync_retry_delay=tuning.rsync_retry_period,
-                               rsync_timeout=int(tuning.rsync_timeout))
+                               rsync_timeout=max(1, round(tuning.rsync_timeout)),  # rsync: 0 = no timeout
+                               workers=tuning.cache_workers, metrics_download_size=tuning.metrics_download_size)
             await cache.open()
         self.services = SlotServices(
             bus=self.bus, prjdir=self.config.prjdir, isotovideo=self.config.isotovideo,
@@ -134,7 +135,8 @@ class Worker:
             worker_hostname=hostname, image_pool=make_image_pool(), flags=self.flags, cache=cache,
             cgroups=await asyncio.to_thread(Cgroups.setup, self.config.tuning.cgroup if self.config.tuning else "auto"),
             test_sync_attempts=self.config.tuning.cache_test_sync_attempts if self.config.tuning else 3,
-            request_observer=self._observer_for, on_incompatible=self.quit, on_all_disabled=self._slot_disabled)
+            request_observer=self._observer_for, on_incompatible=self.quit, on_all_disabled=self._slot_disabled,
+            on_jobs_done=self._jobs_done)
         self.slots = list(await asyncio.gather(*(Slot.create(sc, self.services) for sc in self.config.slots)))
         log.info("qaworker %s: slots %s, web UIs %s, isotovideo %s (interface v%d), WORKER_HOSTNAME %s",
                  __version__, [s.instance for s in self.slots], sorted({h.configured for h in hosts}),
@@ -183,6 +185,12 @@ class Worker:
     def _observer_for(self, base_url: str) -> Callable[[str, str, int | None, bool], None] | None:
         """The metrics hook for one web UI's API client (None without metrics)."""
         return self._request_observer(base_url) if self._request_observer is not None else None
+
+    def _jobs_done(self, instance: int) -> None:
+        """TERMINATE_AFTER_JOBS_DONE: exit once the queue is empty (a Restart=always unit starts us anew)."""
+        log.info("[slot %d] jobs done and TERMINATE_AFTER_JOBS_DONE is set: exiting once every slot is idle",
+                 instance)
+        self.drain()
 
     def _slot_disabled(self) -> None:
         if all(s.all_disabled for s in self.slots):

@@ -11,7 +11,8 @@ process (``python -m backend.mockweb``) so its work does not show up as worker l
 Prints loop lag p50/p99/max, RSS (worker process) and CPU (worker process only, simulators excluded) per
 phase. Never asserts.
 
-    .venv/bin/python bench/scale.py [--slots 100] [--rate 1] [--duration 40] [--idle 10]
+    .venv/bin/python bench/scale.py [--slots 100] [--rate 1] [--duration 40] [--idle 10] [--blame]
+        [--loop asyncio|uvloop] [--gc default|freeze|freeze-tuned]
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backend.gcpolicy import GC_POLICIES, apply_gc_policy
 from backend.webui.auth import auth_headers, request_target
 from backend.worker import Worker
 from bench.common import ROOT, TimedLagProbe, fmt_lag, lag_window, mib, stop_process
+from bench.loopblame import LoopAccounting
 from tests.helpers import free_port, port_is_free
 from tests.integration.harness import KEY, SECRET, job_settings, make_config
 
@@ -104,7 +107,8 @@ class Sampler:
         return max((r for t, r in self.rss if t0 <= t <= t1), default=0)
 
 
-async def bench(slots: int, rate: float, duration: float, idle: float) -> None:
+async def bench(slots: int, rate: float, duration: float, idle: float, blame: LoopAccounting | None,
+                gc_policy: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         mock = MockProcess(tmp)
@@ -125,9 +129,12 @@ async def bench(slots: int, rate: float, duration: float, idle: float) -> None:
             reg = await mock.wait_workers(slots)
             print(f"{slots} slots registered and idle after {reg:.1f} s", flush=True)
             await asyncio.sleep(2)
+            apply_gc_policy(gc_policy)
             t_idle0, cpu_idle0 = time.time(), sampler.cpu()
             await asyncio.sleep(idle)
             t_idle1, cpu_idle1 = time.time(), sampler.cpu()
+            if blame is not None:
+                blame.reset()  # book the load phase only
             ids = await load(mock, rate, duration)
             done = await wait_done(mock, ids, timeout=duration + 120)
             t_load1, cpu_load1 = time.time(), sampler.cpu()
@@ -150,7 +157,11 @@ async def bench(slots: int, rate: float, duration: float, idle: float) -> None:
                   f"{(cpu_load1 - cpu_idle1) / span * 100:.1f}% of a core, "
                   f"{(cpu_load1 - cpu_idle1) / max(1, len(ids)):.3f} s per job |")
             print(f"jobs done {done}/{len(ids)}, results {results}; whole run from Worker start "
-                  f"{time.time() - t_start:.0f} s")
+                  f"{time.time() - t_start:.0f} s; loop {type(asyncio.get_running_loop()).__module__}, "
+                  f"gc policy {gc_policy}")
+            if blame is not None:
+                print("\nwhat the loop ran during the load phase (bench/loopblame.py):")
+                print(blame.report(span))
         finally:
             if worker is not None and task is not None:
                 worker.quit()
@@ -194,8 +205,22 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="jobs per second during the load phase")
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop implementation (uvloop: pip install .[uvloop])")
+    parser.add_argument("--gc", choices=GC_POLICIES, default="default", dest="gc_policy",
+                        help="garbage-collector policy applied once the slots are up (backend/gcpolicy.py)")
+    parser.add_argument("--blame", action="store_true", help="per-callback accounting of the loop (load phase)")
     args = parser.parse_args()
-    asyncio.run(bench(args.slots, args.rate, args.duration, args.idle))
+    blame = LoopAccounting() if args.blame else None
+    if blame is not None:
+        blame.install()
+    coro = bench(args.slots, args.rate, args.duration, args.idle, blame, args.gc_policy)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
     return 0
 
 

@@ -75,22 +75,21 @@ class QuitScreen(ModalScreen[str]):
 
 
 HELP_TEXT = """\
-[b]qaworker dashboard[/b]
+[b]qaworker dashboard: keys[/b]
 
-[b]↑ / ↓[/b], mouse   select a slot
-[b]enter[/b]          full detail of the selected slot (modules, log, upload)
-[b]l[/b]              follow the log tail (toggle auto-scroll)
-[b]c[/b]              cache view: usage, downloads and the jobs waiting on them
-[b]h[/b]              job history: every finished job (s / r filter by slot / result, enter details)
-[b]a[/b]              abort the selected slot's job (asks first; the job ends incomplete)
-[b]d[/b]              drain: take no new jobs, exit after the running ones (asks first)
-[b]q[/b], [b]ctrl+c[/b], [b]ctrl+q[/b]
-               quit: if jobs run, asks whether to quit now or drain
-[b]ctrl+p[/b]         command palette (all of the above)
-[b]?[/b]              this help;  [b]escape[/b] closes a screen
+[b]↑ ↓[/b] / mouse  select a slot
+[b]enter[/b]       full detail of the slot: modules, log, upload
+[b]l[/b]           follow the log tail (auto-scroll on/off)
+[b]c[/b]           cache: usage, downloads, the jobs waiting
+[b]h[/b]           job history ([b]s[/b] / [b]r[/b] filter slot / result, [b]enter[/b] details)
+[b]a[/b]           abort the slot's job (asks; it ends incomplete)
+[b]d[/b]           drain: no new jobs, exit after the running ones
+[b]q[/b] [b]ctrl+c[/b] [b]ctrl+q[/b]  quit (asks: quit now or drain, if jobs run)
+[b]ctrl+p[/b]      command palette: all of the above
+[b]?[/b]           this help; [b]escape[/b] closes a screen
 
-[b]Signals[/b]: SIGTERM/SIGINT quit now, SIGHUP drains (like the classic worker).
-If the terminal goes away the dashboard exits and the worker goes on headless.
+[b]Signals[/b]: SIGTERM/SIGINT quit now, SIGHUP drains (as the classic
+worker). Without a terminal the worker goes on headless.
 """
 
 
@@ -101,9 +100,13 @@ class HelpScreen(ModalScreen[None]):
         super().__init__(classes="dialog-screen")
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog help"):
-            yield Static(HELP_TEXT, classes="dialog-text")
-            yield Button("Close", id="close")
+        with VerticalScroll(classes="dialog help"):  # scrolls (↑ ↓ pgup pgdn) if it ever does not fit
+            yield Static(HELP_TEXT.rstrip(), classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", id="close", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:

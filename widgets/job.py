@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from backend.events import SlotState
-from backend.state import JobView, SlotView
+from backend.state import HostView, JobView, SlotView
 from widgets.format import (
     RESULT_ICON,
     RESULT_STYLE,
@@ -21,7 +23,8 @@ from widgets.format import (
     truncate,
 )
 from widgets.history import SlotHistory
-from widgets.logtail import LogBuffers, LogTail
+from widgets.links import SlotLink, slot_link
+from widgets.logtail import LogTail
 from widgets.screen import ScreenPanel
 
 
@@ -47,10 +50,15 @@ def upload_text(job: JobView) -> Text | None:
     return text
 
 
-def summary_text(slot: SlotView, now: float) -> Text:
+def summary_text(slot: SlotView, now: float, link: SlotLink | None = None) -> Text:
     text = Text(f"Slot {slot.instance} ", style="bold")
-    text.append_text(slot_state_text(slot.state, slot.reason))
     job = slot.job
+    if job is None and link is not None and slot.state is SlotState.IDLE:
+        text.append_text(link.state_text())
+        text.append(f"\n{link.detail_text().plain} — this slot gets no jobs until a web UI connects.",
+                    style=link.style)
+    else:
+        text.append_text(slot_state_text(slot.state, slot.reason))
     if job is None:
         if slot.state is SlotState.BROKEN:
             text.append("\nThis slot takes no new jobs while the problem lasts; it checks again by itself.",
@@ -100,8 +108,8 @@ def modules_text(job: JobView | None, categories: bool = False) -> Text:
 
 
 class JobSummary(Static):
-    def show(self, slot: SlotView, now: float) -> None:
-        self.update(tidy(summary_text(slot, now)))
+    def show(self, slot: SlotView, now: float, link: SlotLink | None = None) -> None:
+        self.update(tidy(summary_text(slot, now, link)))
 
 
 class DeveloperPanel(Static):
@@ -154,16 +162,18 @@ class SlotDetail(Vertical):
             yield LogTail(classes="logtail")
         yield SlotHistory(classes="slot-history")  # instead of the two boxes while no job runs
 
-    def show(self, slot: SlotView | None, now: float, logs: LogBuffers, history: list | None = None,
-             screens: object = None) -> None:
+    def show(self, slot: SlotView | None, now: float, history: list | None = None,
+             screens: object = None, hosts: Sequence[HostView] = ()) -> None:
         summary = self.query_one(JobSummary)
         if slot is None:
             summary.update(Text("no slot selected", style="dim"))
             return
-        summary.show(slot, now)
+        summary.show(slot, now, slot_link(hosts, now))
         self.query_one(DeveloperPanel).show(slot.job)
-        self.query_one(ModuleList).show(slot.job, categories=self.has_class("full"))
-        self.query_one(LogTail).sync(slot.instance, slot.job, logs)
+        # the test's categories only where the module list has the room for them
+        categories = self.has_class("full") and not self.app.has_class("narrow")
+        self.query_one(ModuleList).show(slot.job, categories=categories)
+        self.query_one(LogTail).sync(slot.instance, slot.job)
         self.query_one(ScreenPanel).show(slot, screens, now)
         self.set_class(slot.job is not None and slot.job.developer_session, "developer")
         self.set_class(slot.job is None, "idle")

@@ -1,12 +1,12 @@
-"""Live tail of a job's autoinst-log.txt.
+"""Live tail of a job's autoinst-log.txt, read from the read model.
 
-The app keeps a ``LogBuffers`` fed in event order from the bus (seeded once from the view at subscribe
-time), so a tail never duplicates or skips lines even though the view may run ahead of the UI.
+The view's ``JobView.log_tail`` is the bounded buffer (the newest TAIL_LINES lines, in publish order)
+and ``JobView.log_lines_total`` counts every line ever added, so a tail never duplicates or skips a
+line unseen: when more lines arrived between two renders than the buffer keeps, the tail says how
+many it never showed.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 from textual.widgets import Log
 
@@ -16,30 +16,8 @@ from widgets.format import compact_log_line
 TAIL_LINES = 500
 
 
-class LogBuffers:
-    """Per (instance, job_id): the last TAIL_LINES lines and how many lines arrived in total."""
-
-    def __init__(self) -> None:
-        self._lines: dict[tuple[int, int], deque[str]] = {}
-        self._totals: dict[tuple[int, int], int] = {}
-
-    def add(self, instance: int, job_id: int, lines: tuple[str, ...] | list[str]) -> None:
-        key = (instance, job_id)
-        buf = self._lines.setdefault(key, deque(maxlen=TAIL_LINES))
-        buf.extend(lines)
-        self._totals[key] = self._totals.get(key, 0) + len(lines)
-
-    def tail(self, instance: int, job_id: int) -> deque[str]:
-        return self._lines.get((instance, job_id), deque())
-
-    def total(self, instance: int, job_id: int) -> int:
-        return self._totals.get((instance, job_id), 0)
-
-    def forget_except(self, live: set[tuple[int, int]]) -> None:
-        """Drop the buffers of jobs no slot runs any more (bounded memory over weeks of uptime)."""
-        for key in [k for k in self._lines if k not in live]:
-            self._lines.pop(key, None)
-            self._totals.pop(key, None)
+def dropped_marker(count: int) -> str:
+    return f"··· {count} line{'s' if count != 1 else ''} dropped (more arrived than the tail keeps) ···"
 
 
 class LogTail(Log):
@@ -49,6 +27,7 @@ class LogTail(Log):
         super().__init__(max_lines=TAIL_LINES, auto_scroll=True, highlight=False, **kwargs)
         self._shown_key: tuple[int, int] | None = None
         self._shown_total = 0
+        self.dropped = 0  # lines of the shown job this tail never displayed
         self.border_title = "autoinst-log.txt"
         self._update_subtitle()
 
@@ -62,21 +41,30 @@ class LogTail(Log):
             self.scroll_end(animate=False)
         return self.auto_scroll
 
-    def sync(self, instance: int, job: JobView | None, buffers: LogBuffers) -> None:
+    def sync(self, instance: int, job: JobView | None) -> None:
         if job is None:
             if self._shown_key is not None or not self.line_count:
                 self.clear()
                 self.write_line("(no job running)")
-            self._shown_key, self._shown_total = None, 0
+            self._shown_key, self._shown_total, self.dropped = None, 0, 0
             return
         key = (instance, job.job_id)
-        total = buffers.total(*key)
-        tail = buffers.tail(*key)
+        tail = job.log_tail
+        total = max(job.log_lines_total, len(tail))  # a view decoded from an older worker has no total
         if key != self._shown_key:
+            # A job shown for the first time starts with what the buffer holds: nothing is dropped yet.
             self.clear()
-            self._shown_key, self._shown_total = key, 0
+            self._shown_key, self._shown_total, self.dropped = key, total - len(tail), 0
         new = total - self._shown_total
-        if new > 0:
-            lines = list(tail)[-min(new, len(tail)):]
-            self.write_lines([compact_log_line(line) for line in lines])
-            self._shown_total = total
+        if new <= 0:
+            return
+        if new <= len(tail):
+            self.write_lines([compact_log_line(line) for line in list(tail)[-new:]])
+        else:
+            # The buffer overflowed between two renders: say so in the tail, then its newest lines
+            # (one fewer, so the marker itself stays inside the widget's TAIL_LINES).
+            keep = list(tail)[-(TAIL_LINES - 1):]
+            missed = new - len(keep)
+            self.dropped += missed
+            self.write_lines([dropped_marker(missed), *(compact_log_line(line) for line in keep)])
+        self._shown_total = total

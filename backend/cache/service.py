@@ -25,7 +25,8 @@ from backend.cache.layout import Layout
 from backend.cache.limits import disk_space, exceeds_free_space, free_percentage
 from backend.cache.rsync import rsync_argv, run_rsync
 from backend.cache.store import CacheStore, Eviction
-from backend.events import CacheProgress, CacheTotals, EventBus
+from backend.cache.workers import CacheWorkers, QueueCounts
+from backend.events import CacheProgress, CacheQueue, CacheTotals, EventBus
 from backend.webui.client import ApiClient
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class AssetCache:
     def __init__(self, cache_dir: Path, *, limit_bytes: int, min_free_percentage: float | None, bus: EventBus,
                  download_attempts: int = 5, retry_delay: float = 5.0, rsync: str = "rsync",
                  rsync_tries: int = 3, rsync_retry_delay: float = 3.0, rsync_timeout: int = 1800,
-                 fresh_seconds: float = 60.0) -> None:
+                 fresh_seconds: float = 60.0, workers: int = 5, metrics_download_size: int = 262_144_000) -> None:
         self.cache_dir = Path(cache_dir)
         self.limit_bytes = limit_bytes
         self.min_free_percentage = min_free_percentage
@@ -64,6 +65,8 @@ class AssetCache:
         self._waiters: dict[str, set[int]] = {}
         self._pins: dict[int, set[str]] = {}  # job id -> filenames
         self._pin_fds: dict[str, int] = {}  # filename -> shared flock on its .pin file
+        self.workers = CacheWorkers(lambda: self.layout.locks, workers, on_change=self._queue_changed)
+        self.metrics_download_size = metrics_download_size
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -80,6 +83,7 @@ class AssetCache:
             log.info("cache %s: %s", self.layout.root, note)
         await self._enforce(0, frozenset())
         await self._publish_totals()
+        self._queue_changed(self.workers.counts())
 
     def _make_dirs(self) -> Layout:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +143,7 @@ class AssetCache:
                 self._waiters.pop(key, None)
         if joined:
             self.stats.hits += 1  # the shared download served this caller too
+            await self._publish_totals()
         await self.pin(path, job)
         return path
 
@@ -152,7 +157,8 @@ class AssetCache:
         failure = f"Failed to download {name} to {dest}"
         async with locks.locked(self.layout.download_lock(dest)):
             try:
-                return await self._fetch_locked(client, key, dest, job_id, asset_type)
+                async with self.workers.slot(download=True):  # CACHEWORKERS
+                    return await self._fetch_locked(client, key, dest, job_id, asset_type)
             except DownloadFailed as exc:
                 category = ASSET_FAILURE if exc.is_client_error else CACHE_FAILURE
                 await self._give_up(key, dest, str(exc))
@@ -185,6 +191,7 @@ class AssetCache:
             log.info("%s was confirmed less than %.0f s ago, using it without asking the web UI again", dest,
                      self.fresh_seconds)
             self._progress(key, finished=True)
+            await self._publish_totals()  # the dashboard's hit counter must not wait for the next download
             return dest
         etag = row.etag if row is not None and exists else None
         throttle = Throttle(lambda done, total, rate: self._progress(key, done, total, rate))
@@ -200,6 +207,7 @@ class AssetCache:
         if fetched.modified:
             await self._db(self.store.complete, filename, fetched.etag, fetched.size)
             self.stats.misses += 1
+            self.workers.record_download(fetched.size, throttle.rate, self.metrics_download_size)
             log.info("downloaded %s (%d bytes, %.1f MB/s)", dest, fetched.size, throttle.rate / 1e6)
         else:
             size = (await asyncio.to_thread(dest.stat)).st_size
@@ -262,6 +270,10 @@ class AssetCache:
                                      assets=self.stats.assets, hits=self.stats.hits, misses=self.stats.misses,
                                      evictions=self.stats.evictions))
 
+    def _queue_changed(self, counts: QueueCounts) -> None:
+        self.bus.publish(CacheQueue(active=counts.active, downloads=counts.downloads, queued=counts.queued,
+                                    failed=counts.failed, limit=counts.limit, download_rate=counts.download_rate))
+
     def _progress(self, key: str, bytes_done: int = 0, total: int = 0, rate: float = 0.0, *,
                   finished: bool = False, error: str = "") -> None:
         self.bus.publish(CacheProgress(key=key, bytes_done=bytes_done, bytes_total=total, rate=rate,
@@ -282,16 +294,16 @@ class AssetCache:
     async def _sync(self, key: str, host_dir: str, source: str) -> Path:
         tests = self.layout.tests(host_dir)
         await asyncio.to_thread(tests.mkdir, parents=True, exist_ok=True)
-        async with locks.locked(self.layout.tests_lock(host_dir)):
+        async with locks.locked(self.layout.tests_lock(host_dir)), self.workers.slot():  # CACHEWORKERS
             self._progress(key)
             result = await run_rsync(rsync_argv(self.rsync, source, tests, self.rsync_timeout),
                                      tries=self.rsync_tries, pause=self.rsync_retry_delay)
-        log.debug("rsync output:\n%s", result.output)
-        if result.exit_code != 0:
-            message = f"Failed to rsync tests: exit code {result.exit_code}"
-            self._progress(key, finished=True, error=message)
-            tail = "\n".join(result.output.strip().splitlines()[-5:])
-            raise CacheError(CACHE_FAILURE, message, tail)
+            log.debug("rsync output:\n%s", result.output)
+            if result.exit_code != 0:  # raised inside: counts as a failed transfer
+                message = f"Failed to rsync tests: exit code {result.exit_code}"
+                self._progress(key, finished=True, error=message)
+                tail = "\n".join(result.output.strip().splitlines()[-5:])
+                raise CacheError(CACHE_FAILURE, message, tail)
         log.info("synced tests from %s to %s (%d tries)", source, tests, result.tries)
         self._progress(key, finished=True)
         return tests

@@ -7,7 +7,7 @@ into ``STRING_SETTINGS`` below. Then run ``python -m backend.config.readme`` to 
 
 from __future__ import annotations
 
-from backend.config.keys import ISSUE_12, Setting
+from backend.config.keys import Setting
 from backend.config.tuning import SLOT_SETTINGS, WORKER_SETTINGS
 
 _OWN_CGROUPS = ("not used: each job gets its own cgroup v2 under `QAWORKER_CGROUP` (default: qaworker's own "
@@ -43,20 +43,21 @@ STRING_SETTINGS: tuple[Setting, ...] = (
     Setting("OPTIMIZE_IMAGES", "job setting: 0 skips screenshot optimisation", where="job", default=True),
     Setting("USE_PNGQUANT", "job setting: optimise screenshots with pngquant", where="job", default=False),
     Setting("ISOTOVIDEO", "job setting: a custom isotovideo command", where="job"),
-    Setting("OS_AUTOINST_GIT_REPO", "job setting: run isotovideo from this os-autoinst checkout in podman",
-            where="job", status=ISSUE_12),
-    Setting("OS_AUTOINST_GIT_BRANCH", "job setting: its branch", where="job", status=ISSUE_12),
-    Setting("OS_AUTOINST_CONTAINER_IMAGE", "job setting: the podman image", where="job", status=ISSUE_12),
+    Setting("OS_AUTOINST_GIT_REPO", "job setting: run isotovideo from a fresh clone of this os-autoinst "
+            "repository in rootless podman (no podman: `setup failure`); `ISOTOVIDEO` wins", where="job"),
+    Setting("OS_AUTOINST_GIT_BRANCH", "job setting: the branch cloned", where="job", shown_default="master"),
+    Setting("OS_AUTOINST_CONTAINER_IMAGE", "job setting: the podman image (only with `OS_AUTOINST_GIT_REPO`)",
+            where="job", shown_default="`registry.opensuse.org/devel/openqa/containers/os-autoinst_dev:latest`"),
     # environment only
     Setting("OPENQA_CONFIG", "directory searched first for workers.ini and client.conf", where="env"),
     Setting("OPENQA_BASEDIR", "base of the pool and share directories", where="env", shown_default="/var/lib"),
     Setting("OPENQA_API_KEY", "API key (client.conf fills in; `--apikey` wins)", where="env"),
     Setting("OPENQA_API_SECRET", "API secret (client.conf fills in; `--apisecret` wins)", where="env"),
-    Setting("HTTP_PROXY", "proxy for `http://` web UIs and assets (also `http_proxy`); loopback is never "
-            "proxied", where="env", status=ISSUE_12),
-    Setting("HTTPS_PROXY", "proxy for `https://` web UIs and assets (also `https_proxy`)", where="env",
-            status=ISSUE_12),
-    Setting("NO_PROXY", "hosts never proxied, comma separated (also `no_proxy`)", where="env", status=ISSUE_12),
+    Setting("HTTP_PROXY", "proxy for `http://` web UIs (REST and websocket) and assets (also `http_proxy`); "
+            "a loopback web UI is never proxied", where="env"),
+    Setting("HTTPS_PROXY", "proxy for `https://` web UIs and assets (also `https_proxy`)", where="env"),
+    Setting("NO_PROXY", "hosts never proxied, comma separated: names (`.example.com` = with subdomains), "
+            "addresses, `*` (also `no_proxy`)", where="env"),
     Setting("QAWORKER_SYSTEM_CONFIG_DIRS", "colon-separated replacement of `/etc/openqa:/usr/etc/openqa`",
             where="env"),
 )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.config.errors import ConfigError
-from backend.config.keys import ISSUE_12, Setting, field_settings, tunable
+from backend.config.keys import Setting, field_settings, tunable
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,11 @@ class SlotTuning:
     ephemeral_recheck_interval: float = tunable(
         10.0, "OPENQA_WORKER_EPHEMERAL_RECHECK_INTERVAL", "positive",
         "seconds between re-checks of a passing problem (e.g. a job-start lock held by others)",
-        where="env", status=ISSUE_12)
+        where="env")
     ovs_dbus_service_name: str = tunable(
         "org.opensuse.os_autoinst.switch", "OVS_DBUS_SERVICE_NAME", "text",
-        "D-Bus service a slot whose `WORKER_CLASS` has `tap` needs on the system bus", where="env",
-        status=ISSUE_12)
+        "D-Bus service a slot whose `WORKER_CLASS` has the class `tap` needs on the system bus (asked with "
+        "`busctl`; without it the slot is `broken`)", where="env")
     retries: int = tunable(
         60, "RETRIES", "count", "attempts per REST call to the web UI", env="OPENQA_WORKER_CONNECT_RETRIES")
     retry_delay: float = tunable(
@@ -92,28 +92,33 @@ class SlotTuning:
     vncport_offset: int = tunable(
         90, "VNCPORT_OFFSET", "integer", "the slot's VNC display is this plus the instance number", where="env")
     sync_assets_hook: str | None = tunable(
-        None, "SYNC_ASSETS_HOOK", "text", "shell command run before a job's assets are cached", status=ISSUE_12)
+        None, "SYNC_ASSETS_HOOK", "text",
+        "shell command run in the pool before a job's assets are cached (bounded by `MAX_SETUP_TIME`); its "
+        "failure ends the job `setup failure`")
     terminate_after_jobs_done: bool = tunable(
         False, "TERMINATE_AFTER_JOBS_DONE", "bool",
         "exit once the queue is empty after a job (with `Restart=always`: pick up updates)",
-        env="OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE", status=ISSUE_12)
+        env="OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE")
     packages_cmd: str | None = tunable(
         None, "PACKAGES_CMD", "text", "run at start; its output is uploaded with every job as "
-        "`worker_packages.txt`", status=ISSUE_12)
+        "`worker_packages.txt`")
     lock_name: str | None = tunable(
-        None, "LOCK_NAME", "text", "host-wide lock a job start must take (throttles job starts)", status=ISSUE_12)
-    lock_limit: int = tunable(5, "LOCK_LIMIT", "count", "slots that may hold `LOCK_NAME` at once", status=ISSUE_12)
+        None, "LOCK_NAME", "text",
+        "host-wide lock a job start must take (`<CACHEDIRECTORY>/worker-locks.sqlite`, shared with Perl workers); "
+        "without a place the job is rejected `Limited by configured lock '<name>'`")
+    lock_limit: int = tunable(5, "LOCK_LIMIT", "count", "job starts that may hold `LOCK_NAME` at once")
     lock_expiration: float = tunable(
-        30.0, "LOCK_EXPIRATION", "number", "seconds the lock is held once isotovideo runs", status=ISSUE_12)
+        30.0, "LOCK_EXPIRATION", "number",
+        "seconds the lock is held once isotovideo runs (until then: 1 h; released at the job's end)")
     ipmi_hostname: str | None = tunable(
-        None, "IPMI_HOSTNAME", "text", "IPMI host of the SUT, powered off while idle", status=ISSUE_12)
-    ipmi_user: str | None = tunable(None, "IPMI_USER", "text", "IPMI user", status=ISSUE_12)
-    ipmi_password: str | None = tunable(None, "IPMI_PASSWORD", "text", "IPMI password (never logged)",
-                                        status=ISSUE_12)
-    ipmi_options: str = tunable("-I lanplus", "IPMI_OPTIONS", "text", "extra `ipmitool` options", status=ISSUE_12)
+        None, "IPMI_HOSTNAME", "text",
+        "IPMI host of the SUT: with `IPMI_USER` and `IPMI_PASSWORD` set, it is powered off (`ipmitool … chassis "
+        "power off`) every `IPMI_AUTOSHUTDOWN_INTERVAL` while the slot has no job")
+    ipmi_user: str | None = tunable(None, "IPMI_USER", "text", "IPMI user")
+    ipmi_password: str | None = tunable(None, "IPMI_PASSWORD", "text", "IPMI password (never logged)")
+    ipmi_options: str = tunable("-I lanplus", "IPMI_OPTIONS", "text", "extra `ipmitool` options")
     ipmi_autoshutdown_interval: float = tunable(
-        300.0, "IPMI_AUTOSHUTDOWN_INTERVAL", "number", "seconds between power-offs while idle; 0 = off",
-        status=ISSUE_12)
+        300.0, "IPMI_AUTOSHUTDOWN_INTERVAL", "number", "seconds between power-offs while idle; 0 = off")
 
 
 @dataclass(frozen=True)
@@ -124,20 +129,20 @@ class WorkerTuning:
     cache_min_free_percentage: float | None = tunable(
         None, "CACHE_MIN_FREE_PERCENTAGE", "number",
         "the cache also shrinks to keep this much of its file system free (percent)")
-    cache_workers: int = tunable(5, "CACHEWORKERS", "count", "parallel asset downloads and test syncs on the host",
-                                 status=ISSUE_12)
+    cache_workers: int = tunable(
+        5, "CACHEWORKERS", "count",
+        "asset downloads and test syncs at once on the whole host (all qaworker processes sharing the cache)")
     rsync_timeout: float = tunable(
         1800.0, "OPENQA_RSYNC_TIMEOUT", "positive", "rsync's `--timeout` for test syncs (seconds)",
-        where="env", status=ISSUE_12)
+        where="env")
     rsync_retries: int = tunable(3, "OPENQA_RSYNC_RETRIES", "count", "rsync attempts per test sync",
-                                 where="env", status=ISSUE_12)
+                                 where="env")
     rsync_retry_period: float = tunable(
-        3.0, "OPENQA_RSYNC_RETRY_PERIOD", "number", "seconds between two rsync attempts", where="env",
-        status=ISSUE_12)
+        3.0, "OPENQA_RSYNC_RETRY_PERIOD", "number", "seconds between two rsync attempts", where="env")
     metrics_download_size: int = tunable(
         262_144_000, "OPENQA_METRICS_DOWNLOAD_SIZE", "count",
-        "bytes of a download that count for the download rate in `/influxdb/minion`", where="env",
-        status=ISSUE_12)
+        "a download bigger than this sets `openqa_download_rate` in `/influxdb/minion` (on the metrics server)",
+        where="env")
     cgroup: str = tunable(
         "auto", "QAWORKER_CGROUP", "text",
         "where each job's own cgroup v2 is created (stop = `cgroup.kill`, memory/CPU figures): `auto` = "
@@ -145,7 +150,7 @@ class WorkerTuning:
         env="QAWORKER_CGROUP")
     cache_test_sync_attempts: int = tunable(
         3, "OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS", "count", "attempts to sync a job's tests into the cache",
-        where="env", status=ISSUE_12)
+        where="env")
 
 
 SLOT_SETTINGS = field_settings(SlotTuning)

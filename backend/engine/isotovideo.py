@@ -182,7 +182,10 @@ class IsotovideoProcess:
 
     async def _stop(self, grace: float) -> None:
         # Remember the job's processes while they are alive: dead, they are unrecognisable zombies.
-        known = await asyncio.to_thread(procs.find_job_processes, self.marker, self.pool_dir)
+        # After a natural exit with the group empty there is nothing to remember (saves a /proc scan).
+        known: list[psutil.Process] = []
+        if self._proc.returncode is None or _killpg(self.pid, 0):
+            known = await asyncio.to_thread(procs.find_job_processes, self.marker, self.pool_dir)
         if self._proc.returncode is None:
             log.info("stopping isotovideo (pid %d) with SIGTERM to its process group", self.pid)
             _killpg(self.pid, signal.SIGTERM)

@@ -24,9 +24,12 @@ from backend.engine import cmdsrv
 from backend.engine.cgroup import Cgroups
 from backend.engine.cgroup_usage import report_usage
 from backend.engine.isotovideo import IsotovideoProcess, build_command
+from backend.engine.mojoenv import mojo_defaults
+from backend.engine.podman import ContainerSetupError, podman_command
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
+from backend.job.hooks import sync_assets_step
 from backend.job.imageopt import ImagePool
 from backend.job.joblog import JobLog
 from backend.job.setup import (
@@ -207,7 +210,9 @@ class Job:
             tests_dir = await self.ctx.tests.provide(self.settings)
         inp = SetupInput(job=self.info.model_dump(), slot=self.ctx.slot, host=self.ctx.host,
                          worker_id=self.ctx.worker_id, pool_dir=self.pool_dir, prjdir=self.ctx.prjdir,
-                         worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir)
+                         worker_hostname=self.ctx.worker_hostname, assets=self.ctx.assets, tests_dir=tests_dir,
+                         before_assets=sync_assets_step(self.ctx.slot.tuning.sync_assets_hook, self.pool_dir,
+                                                        self.log.note))
         return await setup_job(inp)
 
     async def _setup_heartbeats(self) -> None:
@@ -221,10 +226,16 @@ class Job:
                                               json={"status": {"setup": 1, "worker_id": self.ctx.worker_id}})
 
     async def _start_isotovideo(self, env: dict[str, str]) -> bool:
-        argv, uses_shell = build_command(self.ctx.isotovideo, self.settings)
+        try:  # OS_AUTOINST_GIT_REPO: in podman (issue 12 row 14)
+            container = await podman_command(self.settings, self.pool_dir, self.ctx.prjdir)
+        except ContainerSetupError as exc:
+            self.log.note(str(exc), logging.ERROR)
+            self.request_stop(oc.SETUP_FAILURE, f"setup failure: {exc}")
+            return False
+        argv, uses_shell = (container, False) if container else build_command(self.ctx.isotovideo, self.settings)
         if uses_shell:
             self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
-        full_env = dict(env)  # the engine adds the worker's own environment
+        full_env = {**mojo_defaults(os.environ), **env}  # the engine adds the worker's own environment
         cgroups = self.ctx.cgroups
         cgroup = (await asyncio.to_thread(cgroups.create, self.ctx.slot.instance, self.id)
                   if cgroups is not None and cgroups.enabled else None)
@@ -252,20 +263,21 @@ class Job:
         quitting = stop.reason == oc.QUIT
         attempts = 3 if quitting else None
         try:
-            if was_active:
-                await self.reporter.post_uploading()
-            stop = await self._end_isotovideo(stop)
+            self.reporter.hold_rounds()  # no new periodic round: the final status covers everything
+            stop = await self._announce_and_end(stop, was_active)
             self.log.autoinst(f"+++ worker notes +++\nEnd time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
                               f"\nResult: {stop.reason}")
             await self.log.flush()
+            final_posted = False
             if was_active and stop.reason not in oc.SKIP_UPLOADS:
                 self._set_state(JobState.UPLOADING)
-                stop = await self._final_uploads(stop)
+                stop = await self._uploads_beside_final_status(stop)
+                final_posted = True
                 quitting = quitting or stop.reason == oc.QUIT
             await self.reporter.stop_periodic()
             if quitting and was_active:
                 stop = await self._duplicate(stop, attempts)
-            if was_active and stop.reason != oc.API_FAILURE:
+            if was_active and stop.reason != oc.API_FAILURE and not final_posted:
                 await self.reporter.final_status()
             decision = await self._decide(stop)
             result = await self._set_done(decision) if was_active or stop.reason != oc.QUIT else "incomplete"
@@ -278,6 +290,35 @@ class Job:
         final = result or decision.result or "none"
         ok = stop.reason == oc.DONE and final in oc.OK_RESULTS
         return JobOutcome(self.id, stop.reason, final, decision.reason or "", ok)
+
+    async def _announce_and_end(self, stop: oc.StopRequest, announce: bool) -> oc.StopRequest:
+        """§14.2 steps 2-4; the "uploading" post does not wait for isotovideo's end (nor it for the post)."""
+        if not announce:
+            return await self._end_isotovideo(stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.reporter.post_uploading())
+                ended = tg.create_task(self._end_isotovideo(stop))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        return ended.result()
+
+    async def _uploads_beside_final_status(self, stop: oc.StopRequest) -> oc.StopRequest:
+        """§14.2 steps 6-8 overlapped: the logs go up while the last round finishes and the final status
+        is posted; they do not depend on each other, and set_done waits for both. (Upstream's logs go up
+        in a forked process beside its loop too.) Should a log upload fail, the job still ends
+        ``api-failure``; the results the web UI already has do no harm there."""
+        async def last_round() -> None:
+            await self.reporter.stop_periodic()
+            await self.reporter.final_status()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(last_round())
+                uploads = tg.create_task(self._final_uploads(stop))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        return uploads.result()
 
     async def _final_uploads(self, stop: oc.StopRequest) -> oc.StopRequest:
         self._upload_task = asyncio.create_task(self.reporter.final_uploads(stop.reason))

@@ -118,20 +118,19 @@ def decide(stop: StopRequest, base: BaseState, *, upload_error: str | None = Non
         return SetDone("incomplete", stop.detail or "quit: worker has been stopped or restarted")
     if reason == CANCEL:
         return SetDone("user_cancelled", None)
-    if reason == OBSOLETE:
-        return SetDone("incomplete", None, newbuild=True)
     if reason == WORKER_BROKEN:
         return SetDone("incomplete", f"worker broken: {stop.detail}" if stop.detail else "worker broken")
     if reason == DONE and upload_error:
         return SetDone("incomplete", f"api failure: {upload_error}")
 
     result = None if reason == DONE else "incomplete"
+    newbuild = reason == OBSOLETE  # the web UI marks the job obsoleted by a newer build
     if base.exists and base.corrupted:
         suffix = ": No space left on device" if no_space else ""
         if reason == DONE:
             return SetDone(result, f"done: terminated with corrupted state file{suffix}")
         return SetDone(result, f"terminated prematurely: Encountered corrupted state file{suffix}, "
-                               "see log output for details")
+                               "see log output for details", newbuild=newbuild)
     if base.exists:
         first_line = base.msg.splitlines()[0] if base.msg else ""
         text = f"{base.component} {reason}" if base.component else reason
@@ -144,12 +143,14 @@ def decide(stop: StopRequest, base: BaseState, *, upload_error: str | None = Non
                     break
         if base.result:
             result = base.result
-        return SetDone(result, text)
+        return SetDone(result, text, newbuild=newbuild)
     if reason == DIED:
         cause = ": No space left on device" if no_space else ""
         return SetDone(result, f"died: terminated prematurely{cause}, see log output for details")
     if reason == NO_TESTS:
         return SetDone(result, "no tests scheduled")
-    if reason in (DONE, ABORT):
+    if reason == DONE:
         return SetDone(result, None)
+    if reason in (ABORT, OBSOLETE):  # upstream sends the bare command as the reason (issue 12 row 11)
+        return SetDone(result, str(reason), newbuild=newbuild)
     return SetDone(result, f"{reason}: {stop.detail}" if stop.detail else reason)

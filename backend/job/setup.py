@@ -1,8 +1,10 @@
 """Job setup: settings, vars.json, assets and test directories in the pool (PROTOCOL.md §10.2).
 
 ``setup_job`` performs §10.2 steps 1-4, 7-9, 11-14 and 16 in order; the caller (the job state machine)
-owns the status change, the MAX_SETUP_TIME timer (``job_timeouts``), SYNC_ASSETS_HOOK, cgroups, the lock
-throttle and starting isotovideo. All file work runs in threads.
+owns the status change, the MAX_SETUP_TIME timer (``job_timeouts``), cgroups and starting isotovideo; it
+passes SYNC_ASSETS_HOOK in as ``before_assets`` (run after the log reset, before the assets; hooks.py). The
+LOCK_NAME throttle is taken by the slot before the job is accepted (slot/joblock.py). All file work runs in
+threads.
 
 A job's settings come from users, so every name that becomes a path is checked: assets must be plain
 file names (no ``/``, no ``..``, no NUL or control characters, not hidden, not one of the pool's own
@@ -162,6 +164,8 @@ async def setup_job(inp: SetupInput) -> SetupResult:
     """Prepare the pool directory for one job; raises SetupError (category + message) on failure."""
     try:
         prep = await asyncio.to_thread(_prepare, inp)
+        if inp.before_assets is not None:
+            await inp.before_assets()
         linked = await handle_assets(inp, prep.vars, prep.share_dir)
         url = await asyncio.to_thread(_finish, inp, prep)
     except SetupError:

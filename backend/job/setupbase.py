@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class SetupInput:
     worker_hostname: str
     assets: AssetProvider | None = None
     tests_dir: Path | None = None  # synced tests root from the cache (else <prjdir>/share/tests or /tests)
+    before_assets: Callable[[], Awaitable[None]] | None = None  # SYNC_ASSETS_HOOK (after the log reset)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from backend.config import SlotConfig
 from backend.health import Availability, check_availability
 from backend.job.pool import PoolDir
+from backend.slot.ovs import ovs_problem
 from backend.slot.services import SlotServices
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,11 @@ class AvailabilityMonitor:
         services = self.services
         extra = [services.cache.health] if services.cache is not None else []
         try:
-            return await check_availability(self.config, self.pool, worker_hostname=services.worker_hostname,
-                                            no_cleanup=services.no_cleanup, extra_checks=extra)
+            result = await check_availability(self.config, self.pool, worker_hostname=services.worker_hostname,
+                                              no_cleanup=services.no_cleanup, extra_checks=extra)
+            if result.ok:  # after the local checks (upstream: just before the load; first problem wins)
+                result = Availability(await ovs_problem(self.config))
+            return result
         except Exception as exc:  # a failing check is itself a broken worker, not a crash
             log.exception("[slot %d] availability check failed", self.config.instance)
             return Availability(f"availability check failed: {exc}")

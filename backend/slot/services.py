@@ -55,6 +55,7 @@ class SlotServices:
     # what a slot tells the worker
     on_incompatible: Callable[[], None] = lambda: None  # a web UI said this worker is incompatible
     on_all_disabled: Callable[[], None] = lambda: None  # every web UI refused this slot
+    on_jobs_done: Callable[[int], None] = lambda _instance: None  # TERMINATE_AFTER_JOBS_DONE: queue empty
 
     def asset_provider(self, client: ApiClient, host: HostConfig, job_id: int) -> AssetProvider | None:
         if self.cache is None:

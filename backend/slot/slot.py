@@ -21,11 +21,14 @@ from backend.config import SlotConfig
 from backend.engine.sweep import sweep_pool
 from backend.events import HostState, SlotState
 from backend.health import Availability
+from backend.ipmi import IpmiAutoShutdown, ipmi_enabled
 from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
+from backend.job.hooks import write_worker_packages
 from backend.job.pool import PoolDir
 from backend.job.sequence import QueuedJob, SequenceError, flatten_sequence
 from backend.slot.availability import AvailabilityMonitor
+from backend.slot.joblock import make_throttle
 from backend.slot.runner import JobRunner, Offer
 from backend.slot.services import SlotServices
 from backend.tasks import cancel_and_wait, guarded
@@ -40,6 +43,7 @@ from backend.webui.messages import (
     StopCommand,
     parse_job,
 )
+from backend.webui.proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,9 @@ class Slot:
                                 on_state=self._publish_job_state, on_idle=self._after_offer)
         self.connections = {name: self._connection(name, client) for name, client in clients.items()}
         self.all_disabled = False
+        cache_dir = services.cache.cache_dir if services.cache is not None else None
+        self.throttle = make_throttle(self.instance, config.tuning, config.pool_dir, cache_dir)  # LOCK_NAME
+        self._lock_recheck: asyncio.Task | None = None
         self._caps: dict[str, str] | None = None
         self._finished = asyncio.Event()
         self._grab_lock = asyncio.Lock()
@@ -76,7 +83,8 @@ class Slot:
             client.host, self.instance, client, self.services.bus,
             capabilities=self._capabilities, held_job_ids=self.runner.held_job_ids,
             status_message=lambda: self._status_message(name), on_message=self._on_message,
-            reconnect_delay=tuning.connect_interval, status_interval=(low, high))
+            reconnect_delay=tuning.connect_interval, status_interval=(low, high),
+            worker_hostname=self.services.worker_hostname)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -86,6 +94,8 @@ class Slot:
         # claimed in sweep.CLAIMS before this point and spared).
         await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] at start:", cgroups=self.services.cgroups,
                          instance=self.instance)
+        if self.config.tuning.packages_cmd:  # once per start, like upstream (uploaded with every job's logs)
+            await write_worker_packages(self.config.tuning.packages_cmd, self.config.pool_dir, self.instance)
         await self.availability.check()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -98,6 +108,10 @@ class Slot:
                             lambda: self.availability.run(lambda: self.runner.busy)),
                     name=f"availability-{self.instance}"))
                 services.append(tg.create_task(self._watch_connections(), name=f"watch-{self.instance}"))
+                if ipmi_enabled(self.config.tuning):  # issue 12 row 5
+                    shutdown = IpmiAutoShutdown(self.instance, self.config.tuning, lambda: self.runner.busy)
+                    services.append(tg.create_task(guarded(f"[slot {self.instance}] IPMI power-off", shutdown.run),
+                                                   name=f"ipmi-{self.instance}"))
                 await self._finished.wait()
                 await self.runner.wait_idle(timeout=None)  # only set when idle; a quit ends the job first
                 await asyncio.gather(*(c.close(send_quit=True) for c in self.connections.values()))
@@ -106,6 +120,8 @@ class Slot:
             self._tg = None
             await asyncio.gather(*(c.aclose() for c in self.clients.values()), return_exceptions=True)
             self.availability.release()
+            if self.throttle is not None:  # cancelled mid-job: do not keep a place for an hour
+                await asyncio.shield(self.throttle.release())
             self._publish_state(SlotState.OFFLINE, "stopped")
 
     @property
@@ -160,6 +176,10 @@ class Slot:
 
     async def _after_offer(self) -> None:
         """The last job of an offer is done: re-check, report, and end the slot if it is stopping."""
+        if self.throttle is not None:
+            await self.throttle.release()
+        if self.config.tuning.terminate_after_jobs_done and not self.services.flags.stopping:
+            self.services.on_jobs_done(self.instance)  # the worker drains: the check below ends this slot
         if self.services.flags.stopping or self.all_disabled:
             self._finished.set()  # no "idle, waiting for jobs" on the way out: the slot goes offline
             return
@@ -178,7 +198,7 @@ class Slot:
     async def _status_message(self, conn_name: str) -> dict[str, Any]:
         if self.busy:
             return self.runner.status_fields(conn_name)
-        reason = self.availability.reason  # the last result: idle status messages do not re-run the checks
+        reason = self._idle_reason()  # the last result: idle status messages do not re-run the checks
         if reason:
             return {"type": "worker_status", "status": "broken", "reason": reason}
         return {"type": "worker_status", "status": "free"}
@@ -207,8 +227,23 @@ class Slot:
             if not self.busy and not self.services.flags.stopping:
                 await self.availability.check()
             offer = self._offer_from(conn, message)
-            if offer is not None and not self._refuse(conn, all_ids_of(offer)):
+            if offer is not None and not self._refuse(conn, all_ids_of(offer)) and await self._take_lock(conn, offer):
                 self.runner.start(offer, self._spawn_required)
+
+    async def _take_lock(self, conn: WebUIConnection, offer: Offer) -> bool:
+        """LOCK_NAME: a place in the host-wide lock, else reject and stay unavailable until one is free."""
+        if self.throttle is None or await self.throttle.take():
+            return True
+        self._reject(conn, all_ids_of(offer), self.throttle.reason or "")
+        self._availability_changed(self.availability.current)  # report broken (the reason) right away
+        if self._lock_recheck is None or self._lock_recheck.done():
+            self._lock_recheck = self._spawn(self._wait_for_lock(), f"lock-recheck-{self.instance}")
+        return False
+
+    async def _wait_for_lock(self) -> None:
+        assert self.throttle is not None
+        await self.throttle.wait_until_free()
+        self._availability_changed(self.availability.current)
 
     def _offer_from(self, conn: WebUIConnection, message: GrabJob | GrabJobs) -> Offer | None:
         if isinstance(message, GrabJob):
@@ -287,14 +322,19 @@ class Slot:
 
     # -- events ------------------------------------------------------------------------------------
 
+    def _idle_reason(self) -> str | None:
+        return self.availability.reason or (self.throttle.reason if self.throttle is not None else None)
+
     def _publish_idle_state(self) -> None:
-        if self.availability.reason:
-            self._publish_state(SlotState.BROKEN, self.availability.reason)
+        if reason := self._idle_reason():
+            self._publish_state(SlotState.BROKEN, reason)
         else:
             self._publish_state(SlotState.IDLE)
 
     def _publish_job_state(self, state: SlotState, job_id: int | None) -> None:
         self._publish_state(state, job_id=job_id)
+        if state is SlotState.RUNNING and self.throttle is not None:
+            self._spawn(self.throttle.job_started(), f"lock-cut-{self.instance}")
         if state is SlotState.RUNNING and self.runner.job_host in self.connections:
             self.connections[self.runner.job_host].send_status_soon()
 
@@ -311,7 +351,8 @@ def _make_clients(config: SlotConfig, services: SlotServices) -> dict[str, ApiCl
     clients = {}
     for host in config.hosts:
         observer = services.request_observer(host.base_url)
-        clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer)
+        clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer,
+                                             proxies=ProxySettings.from_env(services.env))
     return clients
 
 

@@ -28,6 +28,7 @@ import httpx
 from backend.config import HostConfig, SlotTuning
 from backend.config.tuning import resolve
 from backend.webui.auth import QueryParams, auth_headers, request_target
+from backend.webui.proxy import ProxySettings, build_mounts
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,10 @@ class ApiClient:
     loop's time: the TLS context is shared and built in a thread)."""
 
     def __init__(self, host: HostConfig, *, retry: RetryPolicy | None = None, timeout: float = 60.0,
-                 transport: httpx.AsyncBaseTransport | None = None, observer: Observer | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, observer: Observer | None = None,
+                 proxies: ProxySettings | None = None) -> None:
         self.host = host
+        self.proxies = proxies or ProxySettings()  # HTTP(S)_PROXY/NO_PROXY from the config (issue 12 row 8)
         self.base_url = host.base_url
         self.retry = retry or RetryPolicy()
         self.observer = observer
@@ -143,13 +146,25 @@ class ApiClient:
         if self._closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         if self._client is None:
-            client = await new_http_client(timeout=self._timeout, transport=self._transport, follow_redirects=False)
+            mounts = await self._proxy_mounts()
+            client = await new_http_client(timeout=self._timeout, transport=self._transport, follow_redirects=False,
+                                           mounts=mounts)
             if self._client is None and not self._closed:
                 self._client = client
             else:  # another request made one meanwhile, or we were closed
                 await client.aclose()
                 return await self._http()
         return self._client
+
+    async def _proxy_mounts(self) -> dict[str, httpx.AsyncBaseTransport | None] | None:
+        if not self.proxies.configured:
+            return None
+        verify = await tls_context()
+        return await asyncio.to_thread(build_mounts, self.proxies, verify, direct=(self.base_url,))
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a connection to ``url`` (the websocket) goes through; None: direct."""
+        return self.proxies.proxy_for(url)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,7 @@ from backend import events as ev
 from backend.config import HostConfig
 from backend.events import EventBus, HostState
 from backend.tasks import TaskOwner, cancel_and_wait
+from backend.webui.ambiguous import ambiguous_localhost
 from backend.webui.auth import auth_headers
 from backend.webui.client import ApiClient, ApiError, parse_retry_after
 from backend.webui.messages import MAX_MESSAGE_BYTES, Info, Invalid, parse_message
@@ -49,7 +51,8 @@ class WebUIConnection:
                  status_message: Callable[[], Awaitable[dict[str, Any]]],
                  on_message: Callable[[WebUIConnection, Any], None],
                  reconnect_delay: float = 10.0,
-                 status_interval: tuple[float, float] = (60.0, 300.0)) -> None:
+                 status_interval: tuple[float, float] = (60.0, 300.0),
+                 worker_hostname: str | None = None) -> None:
         self.host = host
         self.instance = instance
         self.client = client
@@ -60,6 +63,7 @@ class WebUIConnection:
         self._on_message = on_message
         self.reconnect_delay = reconnect_delay
         self.status_interval = status_interval
+        self.worker_hostname = worker_hostname
         self.state = HostState.NEW
         self.worker_id: int | None = None
         self.service_port_delta: int | None = None
@@ -145,6 +149,11 @@ class WebUIConnection:
     async def _one_session(self) -> float:
         """Returns the delay before the next attempt."""
         self._set_state(HostState.REGISTERING)
+        if refused := ambiguous_localhost(self.host, os.uname().nodename, self.worker_hostname):
+            log.error("[%s #%d] %s", self.name, self.instance, refused)
+            self.last_error = refused
+            self._set_state(HostState.DISABLED, reason=refused)
+            return 0.0
         if not self._probed:
             self._probed = True
             await self.client.probe_redirect()
@@ -199,7 +208,7 @@ class WebUIConnection:
         url = f"{scheme}{self.client.base_url[self.client.base_url.index('://'):]}/api/v1/ws/{self.worker_id}"
         for _hop in range(4):
             try:
-                return await connect(url, additional_headers=self._ws_headers(url), proxy=None,
+                return await connect(url, additional_headers=self._ws_headers(url), proxy=self.client.proxy_for(url),
                                      max_size=MAX_MESSAGE_BYTES, open_timeout=30, ping_interval=60,
                                      ping_timeout=60, close_timeout=5)
             except InvalidURI as exc:

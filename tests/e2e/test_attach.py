@@ -102,7 +102,9 @@ async def test_the_attached_dashboard_follows_a_job_and_detaching_leaves_the_wor
                 panel = app.screen.query_one(ScreenPanel)
                 await until(pilot, lambda: ".png" in str(panel.query_one("#screen-caption").render()), 15,
                             "the test's screen, sent over the socket")
-                assert panel.query_one(".screen-image").image is not None
+                # the caption comes first; the PNG is decoded in a thread and lands a moment later
+                await until(pilot, lambda: panel.query_one(".screen-image").image is not None, 5,
+                            "the screen image, decoded")
                 await pilot.press("q")
                 await until(pilot, lambda: not app.is_running, 5, "the dashboard closed")
             assert "detached" in caplog.text

@@ -46,6 +46,7 @@ class AssetServer:
         self.chunk_delay = chunk_delay
         self.chunk_size = chunk_size
         self.redirects = 0
+        self.serving = 0  # bodies being sent right now
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -123,6 +124,14 @@ class AssetServer:
         response = web.StreamResponse(headers=headers)
         response.content_length = asset.size
         await response.prepare(request)
+        self.serving += 1
+        try:
+            return await self._send_body(request, response, asset, fault)
+        finally:
+            self.serving -= 1
+
+    async def _send_body(self, request: web.Request, response: web.StreamResponse, asset: ServedAsset,
+                         fault: int | None) -> web.StreamResponse:
         sent_limit = asset.size // 2 if fault == -1 else asset.size
         sent = 0
         block = asset.content if asset.content is not None else pattern_block(BLOCK)
@@ -133,7 +142,7 @@ class AssetServer:
                 piece = block[: min(len(block), sent_limit - sent)]
             await response.write(piece)
             sent += len(piece)
-            if self.chunk_delay:
+            if self.chunk_delay and sent < sent_limit:  # not after the last piece: the body is out
                 await asyncio.sleep(self.chunk_delay)
         if fault == -1:
             assert request.transport is not None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.scripted import HOST, KDE, MICRO, SLE, TW, ScriptedRuntime, run_job, start
 from backend import events as ev
 from backend.events import SlotState
 from backend.history import HistoryEntry, job_url
+from tests.tui.scripted import HOST, KDE, MICRO, SLE, TW, ScriptedRuntime, run_job, start
 
 BASE = f"https://{HOST}"
 

@@ -11,11 +11,11 @@ import sys
 import pytest
 from textual.widgets import Button
 
-from app import scripted
-from app.scripted import ScriptedRuntime, build
 from app.tui import RC_TERMINAL_LOST, QaworkerApp
 from backend import events as ev
 from backend.events import SlotState
+from tests.tui import scripted
+from tests.tui.scripted import ScriptedRuntime, build
 from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
 from widgets.job import DeveloperPanel, JobSummary, ModuleList

@@ -41,7 +41,7 @@ def test_every_value_says_where_it_came_from(sandbox, tmp_path):
     assert re.search(r"LOG_LEVEL += debug +\(command line\)$", out, re.M)
     assert re.search(r"CACHELIMIT += 50 +\(default\)$", out, re.M)  # worker-wide block
     assert "hunter2" not in out and re.search(r"IPMI_PASSWORD += \*\*\*\* ", _line(out, "IPMI_PASSWORD"))
-    assert "(default; parsed; behaviour: see issue 12)" in _line(out, "LOCK_NAME")
+    assert re.search(r"LOCK_NAME += unset +\(default\)$", _line(out, "LOCK_NAME"))  # implemented: no marker
     # every typed setting has a line, and the web UI block has the host's retry policy with origins
     for name in ("QAWORKER_HEALTH_INTERVAL", "VNCPORT_OFFSET", "OPENQA_WORKER_EPHEMERAL_RECHECK_INTERVAL"):
         _line(out, name)

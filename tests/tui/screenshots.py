@@ -1,6 +1,10 @@
-"""Write SVG screenshots of the dashboard driven by the scripted runtime.
+"""Write the README's SVG screenshots of the dashboard from recordings of the real worker.
 
-    python -m app.screenshots screenshots/
+    python -m tests.tui.screenshots screenshots/      (``make screenshots``)
+
+The dashboard states replay event streams recorded from the real worker against the mock web UI
+(tests/tui/recordings/, see tests/tui/recorder.py) with the clock frozen at the recorded moment;
+the history, the test's screen and ``qaworker attach`` come from a live run (app/attach_screenshots.py).
 """
 
 from __future__ import annotations
@@ -9,11 +13,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from app.scripted import build
 from app.tui import QaworkerApp
+from tests.tui.replay import load
 
 SIZE = (120, 36)
-# file name -> scenario
+# file name -> recording
 SHOTS: dict[str, str] = {
     "idle.svg": "idle",
     "three-slots-running.svg": "three_running",
@@ -26,8 +30,8 @@ SHOTS: dict[str, str] = {
 
 
 async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None = None) -> str:
-    """Run the real app headless against a scenario and return the screen as SVG."""
-    rt = build(scenario)
+    """Run the real app headless against a replayed recording and return the screen as SVG."""
+    rt = load(scenario)
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=size, notifications=False) as pilot:
         await pilot.pause()
@@ -41,9 +45,8 @@ async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None 
 async def write_all(out: Path) -> list[Path]:
     written = []
     for name, scenario in SHOTS.items():
-        select = 2 if scenario == "three_running" else None
         path = out / name
-        svg = await shoot(scenario, select=select)
+        svg = await shoot(scenario)
         await asyncio.to_thread(path.write_text, svg, encoding="utf-8")
         written.append(path)
     return written

@@ -1,10 +1,12 @@
-"""A scripted Runtime for tests, screenshots and UI development.
+"""A scripted Runtime for the dashboard's tests and UI development (test code, never shipped).
 
 ``ScriptedRuntime`` implements backend.api.Runtime with a real EventBus + WorkerView and records the
-commands the UI sends. The scenario builders publish realistic event sequences with fixed
-timestamps, so a snapshot taken with ``clock=runtime.clock`` is deterministic.
+commands the UI sends; tests/tui/replay.py fills one from a recording of the real worker, which is
+what the snapshots and screenshots use. The scenario builders here publish hand-made sequences with
+fixed timestamps for Pilot tests that need exact content; they use only the states and reasons the
+real backend publishes (no ``accepting``, ``offline`` or setup reasons — see the recordings).
 
-``python -m app.scripted [scenario]`` runs the dashboard against a scenario that keeps moving.
+``python -m tests.tui.scripted [scenario]`` runs the dashboard against a scenario that keeps moving.
 """
 
 from __future__ import annotations
@@ -86,13 +88,12 @@ class ScriptedRuntime:
                 self.finish_job(instance, "incomplete", "quit: worker has been stopped or restarted")
         self.stop()
 
-    def abort_job(self, instance: int) -> bool:
+    def abort_job(self, instance: int, job_id: int | None = None) -> bool:
         self.commands.append(f"abort:{instance}")
         slot = self.view.slots.get(instance)
-        if slot is None or slot.job is None:
+        if slot is None or slot.job is None or (job_id is not None and slot.job.job_id != job_id):
             return False
-        self.emit(ev.SlotStateChanged, instance=instance, state=SlotState.STOPPING, job_id=slot.job.job_id,
-                  reason="aborted from the dashboard")
+        self.emit(ev.SlotStateChanged, instance=instance, state=SlotState.STOPPING, job_id=slot.job.job_id)
         self.finish_job(instance, "incomplete", "abort: aborted from the qaworker dashboard")
         return True
 
@@ -183,7 +184,6 @@ def run_job(rt: ScriptedRuntime, instance: int, job_id: int, name: str, *, done:
     """A job that was accepted ``started_ago`` seconds before ``rt.now`` and has ``done`` modules done."""
     now = rt.now
     rt.now = now - started_ago
-    rt.emit(ev.SlotStateChanged, instance=instance, state=SlotState.ACCEPTING, job_id=job_id)
     rt.emit(ev.JobAccepted, instance=instance, job_id=job_id, name=name, host=host, max_job_time=max_job_time)
     rt.emit(ev.SlotStateChanged, instance=instance, state=SlotState.SETUP, job_id=job_id)
     rt.now = now - started_ago + 20
@@ -257,8 +257,7 @@ def cache_downloading(rt: ScriptedRuntime) -> None:
     rt.advance(600)
     for i, (job_id, name) in enumerate(((3725410, TW), (3725411, SLE), (3725412, KDE)), start=1):
         rt.emit(ev.JobAccepted, instance=i, job_id=job_id, name=name, host=HOST, max_job_time=7200)
-        rt.emit(ev.SlotStateChanged, instance=i, state=SlotState.SETUP, job_id=job_id,
-                reason="waiting for assets")
+        rt.emit(ev.SlotStateChanged, instance=i, state=SlotState.SETUP, job_id=job_id)
     rt.advance(42)
     rt.emit(ev.CacheProgress, key=f"{HOST}/openSUSE-Tumbleweed-DVD-x86_64-Snapshot20231113-Media.iso",
             bytes_done=2_684_354_560, bytes_total=4_617_928_704, rate=63_963_136,
@@ -286,7 +285,7 @@ def disconnected(rt: ScriptedRuntime) -> None:
                 reason="connection refused", next_retry_in=12)
         rt.emit(ev.ConnectionChanged, host=HOST2, instance=i, state=HostState.DISABLED,
                 reason="API key rejected (403)")
-        rt.emit(ev.SlotStateChanged, instance=i, state=SlotState.OFFLINE, reason="no web UI connection")
+    # no SlotStateChanged: the real worker keeps such slots idle and publishes only the connections
     rt.advance(3)
 
 
