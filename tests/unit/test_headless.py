@@ -104,6 +104,7 @@ CASES: list[tuple[ev.Event, str | None]] = [
      "[cache] 127.0.0.1/sle.iso failed: 404 Not Found"),
     (ev.CacheTotals(used_bytes=1, limit_bytes=2), None),
     (ev.JobResources(instance=1, job_id=42, memory_bytes=1 << 30, cpu_seconds=3.5, processes=4), None),
+    (ev.CacheQueue(active=1, downloads=1, queued=0, failed=0, limit=5), None),
     (ev.Notice(level="warning", message="disk almost full", instance=2), "[slot 2] disk almost full"),
     (ev.Notice(level="info", message="cache cleaned"), "cache cleaned"),
     (ev.Notice(level="error", message="optipng missing", instance=1, job_id=42),
