@@ -87,14 +87,26 @@ def own_cgroup(mount: Path) -> Path | None:
 
 
 def _delegated(path: Path) -> bool:
-    """systemd marks a cgroup it delegated (Delegate=yes) with a ``trusted.``/``user.delegate`` xattr."""
+    """May we manage children of our own cgroup ``path``?
+
+    systemd (>= 251) marks a cgroup it delegated (Delegate=yes) with a ``trusted.``/``user.delegate``
+    xattr; older ones chown it to the unit's non-root User=. A systemd unit's cgroup without either
+    (a root login's session scope, a service without Delegate=yes) is systemd's, not ours. Any other
+    cgroup (a container's, one a supervisor made for us) is ours when writable.
+    """
     for name in ("trusted.delegate", "user.delegate"):
         try:
             if os.getxattr(path, name):
                 return True
         except OSError:
             continue
-    return "INVOCATION_ID" not in os.environ  # not run by systemd: writable is enough
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return False
+    if owner == os.getuid() != 0:
+        return True
+    return not path.name.endswith((".service", ".scope", ".slice"))
 
 
 def _writable(path: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from backend.engine.cgroup import Cgroups, cgroup2_mount, find_root
@@ -33,3 +34,24 @@ def test_off_and_a_plain_directory_mean_no_job_cgroups(tmp_path: Path, caplog) -
     assert not cgroups.enabled and cgroups.create(1, 2) is None and list(cgroups.leftovers(1)) == []
     assert [r.getMessage() for r in caplog.records] == [
         "per-job cgroups off (QAWORKER_CGROUP=off): jobs are stopped by process-group kill + sweep"]
+
+
+def test_a_systemd_units_cgroup_is_ours_only_when_delegated(tmp_path: Path) -> None:
+    from backend.engine.cgroup import _delegated
+
+    unit = tmp_path / "openqa-worker@1.service"
+    unit.mkdir()
+    scope = tmp_path / "session-2.scope"
+    scope.mkdir()
+    plain = tmp_path / "container-7"
+    plain.mkdir()
+    if os.getuid() == 0:  # root owns all three: only the names tell a unit from a cgroup made for us
+        assert not _delegated(unit) and not _delegated(scope)
+    else:  # a non-root User= owns a cgroup systemd delegated to it
+        assert _delegated(unit)
+    assert _delegated(plain)
+    try:
+        os.setxattr(unit, "user.delegate", b"1")  # what systemd >= 251 writes for Delegate=yes
+    except OSError:  # a file system without user xattrs: the name/owner rules above are what is left
+        return
+    assert _delegated(unit)
