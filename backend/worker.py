@@ -178,6 +178,7 @@ class Worker:
                 log.exception("closing the asset cache failed")
         if services is not None:
             await services.image_pool.aclose()  # reaps the optimiser helpers, off the loop
+            await asyncio.to_thread(services.cgroups.remove_empty_slots)
         self.bus.publish(ev.WorkerStopped(exit_code=self.exit_code))
         self._stopped.set()
 

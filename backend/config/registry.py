@@ -10,6 +10,8 @@ from __future__ import annotations
 from backend.config.keys import Setting
 from backend.config.tuning import SLOT_SETTINGS, WORKER_SETTINGS
 
+_OWN_CGROUPS = ("not used: each job gets its own cgroup v2 under `QAWORKER_CGROUP` (default: qaworker's own "
+                "cgroup when systemd delegates it, the hierarchy found in /proc/self/mountinfo)")
 _CACHE_IN_PROCESS = "not used: qaworker's asset cache runs in the worker process (no cache service to talk to)"
 
 # known, passed on or used as strings (no typed value)
@@ -69,10 +71,8 @@ UNSUPPORTED: tuple[Setting, ...] = (
     Setting("OPENQA_CACHE_MAX_INACTIVE_JOBS", _CACHE_IN_PROCESS, where="env"),
     Setting("OPENQA_CACHE_MAX_INACTIVE_JOBS_HARD_LIMIT", _CACHE_IN_PROCESS, where="env"),
     Setting("OPENQA_WORKER_CACHE_SERVICE_CHECK_INACTIVITY_TIMEOUT", _CACHE_IN_PROCESS, where="env"),
-    Setting("OPENQA_CGROUP_SLICE", "not implemented yet: isotovideo runs in its own process group (issue 11)",
-            where="env"),
-    Setting("MOJO_CGROUP_FS", "not implemented yet: isotovideo runs in its own process group (issue 11)",
-            where="env"),
+    Setting("OPENQA_CGROUP_SLICE", _OWN_CGROUPS, where="env"),
+    Setting("MOJO_CGROUP_FS", _OWN_CGROUPS, where="env"),
     Setting("OPENQA_LOGFILE", "not used: headless logs go to stderr/journald, the dashboard's to `LOG_DIR`",
             where="env"),
 )

@@ -87,14 +87,26 @@ def own_cgroup(mount: Path) -> Path | None:
 
 
 def _delegated(path: Path) -> bool:
-    """systemd marks a cgroup it delegated (Delegate=yes) with a ``trusted.``/``user.delegate`` xattr."""
+    """May we manage children of our own cgroup ``path``?
+
+    systemd (>= 251) marks a cgroup it delegated (Delegate=yes) with a ``trusted.``/``user.delegate``
+    xattr; older ones chown it to the unit's non-root User=. A systemd unit's cgroup without either
+    (a root login's session scope, a service without Delegate=yes) is systemd's, not ours. Any other
+    cgroup (a container's, one a supervisor made for us) is ours when writable.
+    """
     for name in ("trusted.delegate", "user.delegate"):
         try:
             if os.getxattr(path, name):
                 return True
         except OSError:
             continue
-    return "INVOCATION_ID" not in os.environ  # not run by systemd: writable is enough
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return False
+    if owner == os.getuid() != 0:
+        return True
+    return not path.name.endswith((".service", ".scope", ".slice"))
 
 
 def _writable(path: Path) -> str | None:
@@ -338,10 +350,12 @@ class Cgroups:
             if entry.is_dir() and entry.name.startswith(JOB_PREFIX) and entry != spare:
                 yield JobCgroup(entry)
 
-    def remove_slot(self, instance: int) -> None:
-        slot = self.slot_dir(instance)
-        if slot is not None:
+    def remove_empty_slots(self) -> None:
+        """At exit: the slot cgroups without a job left (a handed-over job's stays for the next life)."""
+        if self.root is None:
+            return
+        for slot in self.root.glob(f"{SLOT_PREFIX}*"):
             try:
                 slot.rmdir()
             except OSError:
-                pass  # a job cgroup is still there (a handed-over job): it stays for the next life
+                pass

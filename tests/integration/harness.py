@@ -133,8 +133,10 @@ def _cmd(p: psutil.Process) -> str:
 
 
 async def start_worker_process(tmp: Path, url: str, instance: int | list[int], extra: str = "",
-                               isotovideo: str | None = None, args: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
+                               isotovideo: str | None = None, args: tuple[str, ...] = (),
+                               prefix: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
     """The real `python -m app.cli --no-ui` process (one or several slots); output goes to <tmp>/worker.log.
+    ``prefix`` runs it through a wrapper that execs it (e.g. into a cgroup).
 
     Under pytest it runs with the slow-callback guard (tests/loopguard.py), which fails the test when
     the process logs a slow callback of our code.
@@ -157,5 +159,6 @@ async def start_worker_process(tmp: Path, url: str, instance: int | list[int], e
         loopguard.watch_log(tmp / "worker.log")
     with (tmp / "worker.log").open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "--no-ui", *slot_args, "--isotovideo", isotovideo or simulator_command(),
-            *args, cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
+            *prefix, sys.executable, "-m", "app.cli", "--no-ui", *slot_args,
+            "--isotovideo", isotovideo or simulator_command(), *args,
+            cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)

@@ -18,11 +18,19 @@ import psutil
 import pytest
 
 from backend import events as ev
-from backend.engine.cgroup import Cgroups, JobCgroup
+from backend.engine.cgroup import Cgroups, JobCgroup, find_root
 from backend.engine.sweep import CLAIMS, sweep_pool
 from backend.metrics import Metrics
 from tests.cgroup_support import make_test_root, remove_test_root
-from tests.integration.harness import job_settings, make_config, mock_web, running_worker, wait_registered
+from tests.helpers import free_instance
+from tests.integration.harness import (
+    job_settings,
+    make_config,
+    mock_web,
+    running_worker,
+    start_worker_process,
+    wait_registered,
+)
 
 # A process that double-forks a sleeper into its own session (the way daemons escape a process group).
 DOUBLE_FORK = """
@@ -174,3 +182,44 @@ async def test_a_job_runs_in_its_cgroup_reports_figures_and_is_killed_whole(cgro
     offs = [r for r in caplog.records if "per-job cgroups" in r.getMessage()]
     assert len(offs) == 1  # the outcome is logged once, at start
     assert ("per-job cgroups under" if cgroup_root is not None else "per-job cgroups off") in offs[0].getMessage()
+
+
+def _cgroup_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return ""
+
+
+async def test_auto_uses_the_workers_own_cgroup_as_under_systemd_delegate(cgroup_root, tmp_path) -> None:
+    """QAWORKER_CGROUP=auto: a worker started inside a cgroup of its own (what systemd's Delegate=yes gives it)
+    moves itself into a leaf and puts each job into a child cgroup next to it."""
+    if cgroup_root is None:  # no writable cgroup v2 here: auto must come out off, with its reason
+        root, reason = find_root("auto")
+        assert root is None and reason
+        return
+    async with mock_web(tmp_path) as web:
+        instance = free_instance()
+        prefix = ("/bin/sh", "-c", 'echo 0 > "$1/cgroup.procs" && shift && exec "$@"', "enter", str(cgroup_root))
+        proc = await start_worker_process(tmp_path, web.url, instance, prefix=prefix)
+        try:
+            await wait_registered(web)
+            main_leaf = cgroup_root / "qaworker-main"
+            assert main_leaf.is_dir() and _cgroup_of(proc.pid).endswith(f"/{cgroup_root.name}/qaworker-main")
+            job_id = web.schedule_job(job_settings(SIM_HANG="login"))
+            await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
+            job_dir = cgroup_root / f"qaworker-slot{instance}" / f"job-{job_id}"
+            await web.wait_for(lambda: bool(JobCgroup(job_dir).pids()), 15)
+            simulator = JobCgroup(job_dir).pids()
+            assert all(psutil.Process(p).ppid() in (proc.pid, *simulator) for p in simulator)
+            web.cancel_job(job_id)
+            await web.wait_job_done(job_id, 30)
+            await web.wait_for(lambda: not job_dir.exists(), 15)
+            assert not any(_alive(p) for p in simulator)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert f"per-job cgroups under {cgroup_root} (delegated" in log
+    assert not (cgroup_root / f"qaworker-slot{instance}").exists()  # an empty slot cgroup goes at exit
