@@ -170,11 +170,20 @@ class Adoption:
             return Job(self.info, ctx)  # the setup is simply done again, under the same job id
         return AdoptedJob(self.info, ctx, self.record, self.process)
 
-    async def confirm(self) -> bool:
-        """Once registered: is the job still ours and running? If not, end the old tree (§ docstring)."""
+    async def confirm(self, quit: asyncio.Event) -> bool:
+        """Once registered: is the job still ours and running? If not, end the old tree (§ docstring).
+
+        A quit before the web UI could be asked ends the old tree as well (SIGTERM means: jobs end).
+        """
         conn = self.conn
-        await conn.connected.wait()
-        why = await self._why_not_ours(conn)
+        if not conn.connected.is_set():
+            waits = {asyncio.ensure_future(conn.connected.wait()), asyncio.ensure_future(quit.wait())}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        why = "the worker is quitting" if quit.is_set() else await self._why_not_ours(conn)
         if why is None:
             log.info("[slot %d] adopting job %d (monitor pid %s) from pid %d", self.record.instance, self.job_id,
                      self.process.pid if self.process else "-", self.record.worker_pid)

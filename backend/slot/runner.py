@@ -65,6 +65,7 @@ class JobRunner:
         self._early_stop: oc.StopReason | None = None  # a stop for the accepted job before it exists
         self._task: asyncio.Task | None = None
         self._adoption: Adoption | None = None  # a job of an earlier life, held until the web UI confirms
+        self._quitting = asyncio.Event()  # ends the wait of an adoption for the web UI
 
     # -- state seen by the slot -----------------------------------------------------------------
 
@@ -132,6 +133,7 @@ class JobRunner:
         return True
 
     def quit(self) -> None:
+        self._quitting.set()
         if self.job is not None:
             self.job.request_stop(oc.QUIT)
         elif self._current_id is not None:
@@ -186,7 +188,7 @@ class JobRunner:
             info = offer.jobs[queued.job_id]
             if (adoption := self._adoption) is not None and adoption.job_id == info.id:
                 self._adoption, self._current_id = None, info.id
-                if not await adoption.confirm():
+                if not await adoption.confirm(self._quitting):
                     self._current_id = None
                     self.queue.record(info.id, False)
                     continue

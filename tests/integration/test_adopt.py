@@ -263,3 +263,25 @@ async def test_sigusr2_hands_the_job_over_to_the_next_start(tmp_path):
         assert_passed_without_clone(web, job_id, 3)
         assert_screenshots_exactly_once(web, job_id)
         assert "hand-over (SIGUSR2)" in (tmp_path / "worker.log").read_text()
+
+
+async def test_sigterm_while_the_adoption_waits_for_the_web_ui_ends_the_old_tree(tmp_path):
+    async with mock_web(tmp_path) as web, lives(tmp_path, web) as workers:
+        await workers.start()
+        await registered(web, workers.instance)
+        job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login", SIM_MODULE_SECONDS="20"))
+        await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
+        pool = pool_of(tmp_path, workers.instance)
+        await web.wait_for(lambda: json.loads((pool / ".qaworker" / "job.json").read_text()).get("monitor"), 10)
+        monitor = monitor_pid(pool)
+        await workers.kill()
+        await web.stop()  # the next life cannot ask the web UI whether the job is still its own
+        try:
+            await workers.start()
+            await web.wait_for(lambda: "holding it for the web UI" in (tmp_path / "worker.log").read_text(), 20)
+            assert not gone(monitor)
+            assert await workers.kill(signal.SIGTERM) == 0  # quit: jobs end, also the one not confirmed yet
+            assert gone(monitor)
+            assert "not adopting job" in (tmp_path / "worker.log").read_text()
+        finally:
+            await web.start()
