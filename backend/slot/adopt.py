@@ -184,6 +184,10 @@ class Adoption:
                 for waiter in waits:
                     waiter.cancel()
         why = "the worker is quitting" if quit.is_set() else await self._why_not_ours(conn)
+        if why is None and self.process is None:
+            # setup is done again: whatever of it (or of an isotovideo started in the last moment before
+            # the record named it) still runs with the job's marker goes first
+            await sweep_job_processes(self.record.marker, Path(self.record.pool_dir))
         if why is None:
             log.info("[slot %d] adopting job %d (monitor pid %s) from pid %d", self.record.instance, self.job_id,
                      self.process.pid if self.process else "-", self.record.worker_pid)

@@ -88,7 +88,7 @@ class JobRunner:
         ids = [self._current_id] if self._current_id is not None else []
         if self.queue:
             ids += self.queue.pending_ids
-        return ids
+        return list(dict.fromkeys(ids))  # an adopted job is both current and not yet popped from its queue
 
     def status_fields(self, conn_name: str) -> dict[str, Any]:
         """The ``worker_status`` of a busy slot (§6.2)."""
