@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 from backend.mockweb.jobs import image_path
 from backend.mockweb.server import MockWebUI
@@ -285,3 +286,29 @@ async def test_sigterm_while_the_adoption_waits_for_the_web_ui_ends_the_old_tree
             assert "not adopting job" in (tmp_path / "worker.log").read_text()
         finally:
             await web.start()
+
+
+async def _run_once(tmp: Path, settings: dict[str, str], kill_after_first_image: bool) -> tuple[str, str | None]:
+    async with mock_web(tmp) as web, lives(tmp, web) as workers:
+        await workers.start()
+        await registered(web, workers.instance)
+        job_id = web.schedule_job(settings)
+        job = web.jobs[job_id]
+        if kill_after_first_image:
+            await web.wait_for(lambda: any(a.kind == "image" for a in job.artefacts), 30)
+            await workers.kill()
+            registrations = worker_of(web, workers.instance).registrations
+            await workers.start()
+            await registered(web, workers.instance, registrations)
+        await web.wait_job_done(job_id, 60)
+        assert job.duplicated_as is None
+        return job.result, job.reason
+
+
+@pytest.mark.parametrize("outcome", [{"SIM_FAIL_MODULE": "login"}, {"SIM_CRASH": "work"}], ids=["failed", "died"])
+async def test_a_restart_does_not_change_the_jobs_result_or_reason(tmp_path, outcome):
+    settings = job_settings(SIM_MODULES="boot,login,work,shutdown", SIM_MODULE_SECONDS="1.2", **outcome)
+    without = await _run_once(tmp_path / "plain", settings, kill_after_first_image=False)
+    with_restart = await _run_once(tmp_path / "killed", settings, kill_after_first_image=True)
+    assert without[0] in ("failed", "incomplete")
+    assert with_restart == without
