@@ -215,9 +215,11 @@ class Adoption:
         return None
 
     async def give_up(self) -> None:
+        pool = Path(self.record.pool_dir)
         if self.process is not None:
             await self.process.stop(5.0)
-        pool = Path(self.record.pool_dir)
+        else:
+            await sweep_job_processes(self.record.marker, pool)
         await preserve_results(pool, self.job_id, self.record.instance)
         await asyncio.to_thread(clear_record, pool)
 
