@@ -312,3 +312,23 @@ async def test_a_restart_does_not_change_the_jobs_result_or_reason(tmp_path, out
     with_restart = await _run_once(tmp_path / "killed", settings, kill_after_first_image=True)
     assert without[0] in ("failed", "incomplete")
     assert with_restart == without
+
+
+async def test_an_adopted_job_survives_a_second_sigkill(tmp_path):
+    async with mock_web(tmp_path) as web, lives(tmp_path, web) as workers:
+        await workers.start()
+        await registered(web, workers.instance)
+        job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login,work,more,shutdown", SIM_MODULE_SECONDS="1.5"))
+        job = web.jobs[job_id]
+        await web.wait_for(lambda: any(a.kind == "image" for a in job.artefacts), 30)
+        for _life in range(2):
+            await workers.kill()
+            registrations = worker_of(web, workers.instance).registrations
+            uploaded = len(job.artefacts)
+            await workers.start()
+            await registered(web, workers.instance, registrations)
+            await web.wait_for(lambda n=uploaded: len(job.artefacts) > n or job.state == "done", 30)
+        await web.wait_job_done(job_id, 60)
+        assert_passed_without_clone(web, job_id, 5)
+        assert_screenshots_exactly_once(web, job_id)
+        assert (tmp_path / "worker.log").read_text().count(f"adopting job {job_id}") == 2
