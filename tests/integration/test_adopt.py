@@ -332,3 +332,24 @@ async def test_an_adopted_job_survives_a_second_sigkill(tmp_path):
         assert_passed_without_clone(web, job_id, 5)
         assert_screenshots_exactly_once(web, job_id)
         assert (tmp_path / "worker.log").read_text().count(f"adopting job {job_id}") == 2
+
+
+async def test_sigterm_still_means_quit_for_an_adopted_job(tmp_path):
+    async with mock_web(tmp_path) as web, lives(tmp_path, web) as workers:
+        await workers.start()
+        await registered(web, workers.instance)
+        job_id = web.schedule_job(job_settings(SIM_MODULES="boot,login", SIM_MODULE_SECONDS="20"))
+        job = web.jobs[job_id]
+        await web.wait_for(lambda: job.state == "running", 30)
+        pool = pool_of(tmp_path, workers.instance)
+        await web.wait_for(lambda: json.loads((pool / ".qaworker" / "job.json").read_text()).get("monitor"), 10)
+        monitor = monitor_pid(pool)
+        await workers.kill()
+        registrations = worker_of(web, workers.instance).registrations
+        await workers.start()
+        await registered(web, workers.instance, registrations)
+        await web.wait_for(lambda: f"adopting job {job_id}" in (tmp_path / "worker.log").read_text(), 20)
+        assert await workers.kill(signal.SIGTERM) == 0
+        assert (job.result, job.reason) == ("incomplete", "quit: worker has been stopped or restarted")
+        assert job.duplicated_as is not None  # as for any job on SIGTERM
+        assert gone(monitor)
