@@ -235,7 +235,9 @@ class Job:
             self.log.note(f"Unable to start isotovideo: {exc}", logging.ERROR)
             self.request_stop(oc.SETUP_FAILURE, "setup failure: isotovideo can not be started")
             return False
-        self.log.note(f"isotovideo has been started (PID: {self.process.pid})")
+        monitored = self.process.monitored
+        self.log.note(f"isotovideo has been started (PID: {monitored.isotovideo_pid}) under monitor {self.process.pid}"
+                      if monitored else f"isotovideo has been started (PID: {self.process.pid})")
         if self.recorder is not None and self.process.monitored is not None:
             self.recorder.update(vars=dict(self.reporter.ctx.settings))
             self.recorder.set_monitor(self.process.monitored)
