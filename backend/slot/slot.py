@@ -25,6 +25,7 @@ from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
 from backend.job.pool import PoolDir
 from backend.job.sequence import QueuedJob, SequenceError, flatten_sequence
+from backend.slot.adopt import find_adoption
 from backend.slot.availability import AvailabilityMonitor
 from backend.slot.runner import JobRunner, Offer
 from backend.slot.services import SlotServices
@@ -87,9 +88,13 @@ class Slot:
         await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] at start:", cgroups=self.services.cgroups,
                          instance=self.instance)
         await self.availability.check()
+        # a job an earlier life left running here is held before registering (§4), then resumed
+        adoption = await asyncio.to_thread(find_adoption, self.config.pool_dir, self.instance, self.connections)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                if adoption is not None:
+                    self.runner.adopt(adoption, self._spawn_required)
                 services = [tg.create_task(guarded(f"[slot {self.instance}] connection to {c.name}", c.run),
                                            name=f"conn-{self.instance}-{c.name}")
                             for c in self.connections.values()]
