@@ -61,6 +61,7 @@ class AdoptedProcess:
         self.pid = monitored.monitor_pid
         self.marker = marker
         self.pool_dir = pool_dir
+        self.cgroup = None  # per-job cgroup (backend/engine/cgroup.py): not re-attached after adoption
         self._returncode: int | None = None if alive else self._recorded_returncode()
         self._stop_task: asyncio.Task[None] | None = None
 
