@@ -68,6 +68,7 @@ def install_signal_handlers(worker: Worker, on_hangup: Callable[[], None] | None
     loop.add_signal_handler(signal.SIGTERM, worker.quit)
     loop.add_signal_handler(signal.SIGINT, worker.quit)
     loop.add_signal_handler(signal.SIGHUP, on_hangup or worker.drain)
+    loop.add_signal_handler(signal.SIGUSR2, worker.hand_over)  # exit now, jobs left to the next start
 
 
 async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "text",

@@ -25,6 +25,7 @@ from backend.events import EventBus
 from backend.health import worker_hostname
 from backend.job.status import make_image_pool
 from backend.slot import Slot, SlotServices, StopFlags
+from backend.slot.adopthandover import hand_over
 from backend.state import WorkerView
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class Worker:
             slot.quit()
         if self._deadline is not None:
             self._deadline.reschedule(asyncio.get_running_loop().time() + QUIT_DEADLINE)
+
+    def hand_over(self) -> None:
+        """SIGUSR2: exit at once, the jobs keep running for the next start (backend.slot.adopthandover)."""
+        hand_over(self)
 
     def abort_job(self, instance: int, job_id: int | None = None) -> bool:
         """Abort the job of a slot (only if it is still ``job_id``, when given)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from backend.engine import procs
+from backend.engine import monitor, monitored, procs
 from backend.engine.cgroup import JobCgroup
 from backend.engine.procs import MARKER_ENV, set_child_subreaper
 from backend.engine.sweep import POOL_ENV, pool_env_value
@@ -142,27 +142,45 @@ class IsotovideoProcess:
                  cgroup: JobCgroup | None = None) -> None:
         self._proc = proc
         self.cgroup = cgroup  # the job's own cgroup v2, when per-job cgroups are on
-        self.pid: int = proc.pid
+        self.pid: int = proc.pid  # the monitor's pid when started with ``monitor_dir``
         self.marker = marker
         self.pool_dir = pool_dir
+        self.monitored: monitored.Monitored | None = None
         self._stop_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, argv: list[str], *, pool_dir: Path, env: dict[str, str], log_path: Path,
-                    marker: str, cgroup: JobCgroup | None = None) -> IsotovideoProcess:
-        """Spawn ``argv`` in its own session (and in ``cgroup``). ``env`` is added to the worker's own."""
+                    marker: str, monitor_dir: Path | None = None,
+                    cgroup: JobCgroup | None = None) -> IsotovideoProcess:
+        """Spawn ``argv`` in its own session (and in ``cgroup``). ``env`` is added to the worker's own.
+
+        With ``monitor_dir`` it runs under the conmon-style monitor (``backend.engine.monitor``),
+        which outlives the worker and writes ``<monitor_dir>/exit.json``.
+        """
         (pool_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        exec_argv = cgroup.enter_argv(argv) if cgroup is not None else argv
         fd = await asyncio.to_thread(_open_log, log_path)
+        pipe = os.pipe2(os.O_CLOEXEC) if monitor_dir is not None else None
+        run_argv = argv if pipe is None else monitor.monitor_argv(argv, monitor_dir / monitor.EXIT_FILE, pipe[1])
+        if cgroup is not None:  # sh enters the cgroup and execs the monitor (same pid, pass_fds kept)
+            run_argv = cgroup.enter_argv(run_argv)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *exec_argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=pool_dir,
-                env=_job_env(env, pool_dir, marker), start_new_session=True)
+                *run_argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=pool_dir,
+                env=_job_env(env, pool_dir, marker), start_new_session=True,
+                pass_fds=(pipe[1],) if pipe else ())
         finally:
             os.close(fd)
+            if pipe is not None:
+                os.close(pipe[1])
         procs.register_asyncio_child(proc.pid)
-        log.info("started isotovideo (pid %d): %s", proc.pid, shlex.join(argv))
-        return cls(proc, marker, pool_dir, cgroup)
+        self = cls(proc, marker, pool_dir, cgroup)
+        if pipe is not None:
+            assert monitor_dir is not None
+            self.monitored = await monitored.read_started(pipe[0], proc.pid, monitor_dir)
+        log.info("started isotovideo (pid %d%s): %s", proc.pid,
+                 f", monitored, isotovideo pid {self.monitored.isotovideo_pid}" if self.monitored else "",
+                 shlex.join(argv))
+        return self
 
     @property
     def returncode(self) -> int | None:
@@ -172,6 +190,8 @@ class IsotovideoProcess:
         """The exit status (negative signal number when killed by a signal)."""
         rc = await self._proc.wait()
         procs.unregister_asyncio_child(self.pid)
+        if self.monitored is not None:  # isotovideo's own status, as the monitor recorded it
+            return await asyncio.to_thread(self.monitored.returncode, rc)
         return rc
 
     async def stop(self, grace: float = 30.0) -> None:

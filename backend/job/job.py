@@ -26,12 +26,14 @@ from backend.engine.cgroup_usage import report_usage
 from backend.engine.isotovideo import IsotovideoProcess, build_command
 from backend.engine.mojoenv import mojo_defaults
 from backend.engine.podman import ContainerSetupError, podman_command
+from backend.engine.monitor import STATE_DIR
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
 from backend.job.hooks import sync_assets_step
 from backend.job.imageopt import ImagePool
 from backend.job.joblog import JobLog
+from backend.job.record import JobRecorder
 from backend.job.setup import (
     SetupError,
     SetupInput,
@@ -116,6 +118,7 @@ class Job:
         self._started_at = time.monotonic()
         self._upload_task: asyncio.Task | None = None
         self._quit_during_upload = False
+        self.recorder: JobRecorder | None = None  # the job record a later worker adopts from (runner)
 
     # -- commands from outside ---------------------------------------------------------------------
 
@@ -187,6 +190,10 @@ class Job:
         self.reporter.ctx.settings = {k: str(v) for k, v in setup.value.vars.items()}
         if not await self._start_isotovideo(setup.value.env):
             return
+        await self._watch_isotovideo(self.max_job_time)
+
+    async def _watch_isotovideo(self, timeout: float) -> None:
+        """RUNNING: live status and upload rounds until isotovideo ends, a stop or ``timeout``."""
         self._set_state(JobState.RUNNING)
         self.reporter.start()
         assert self.process is not None
@@ -195,7 +202,7 @@ class Job:
         monitor = cmdsrv.CommandServerMonitor(self._cmd_srv_ws, lambda _s: self.reporter.trigger())
         usage = ([report_usage(self.process.cgroup, self.ctx.bus, self.ctx.slot.instance, self.id)]
                  if self.process.cgroup is not None else [])
-        run = await run_phase(self.process.wait(), stop=self._stop_event, timeout=self.max_job_time,
+        run = await run_phase(self.process.wait(), stop=self._stop_event, timeout=timeout,
                               companions=[watcher.run(), monitor.run(), *usage])
         if run.end is PhaseEnd.TIMED_OUT:
             self.request_stop(oc.TIMEOUT, "timeout: test execution exceeded MAX_JOB_TIME")
@@ -242,14 +249,20 @@ class Job:
         try:
             self.process = await IsotovideoProcess.start(argv, pool_dir=self.pool_dir, env=full_env,
                                                          log_path=self.pool_dir / "autoinst-log.txt",
-                                                         marker=self.marker, cgroup=cgroup)
+                                                         marker=self.marker, monitor_dir=self.pool_dir / STATE_DIR,
+                                                         cgroup=cgroup)
         except OSError as exc:
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
             self.log.note(f"Unable to start isotovideo: {exc}", logging.ERROR)
             self.request_stop(oc.SETUP_FAILURE, "setup failure: isotovideo can not be started")
             return False
-        self.log.note(f"isotovideo has been started (PID: {self.process.pid})")
+        monitored = self.process.monitored
+        self.log.note(f"isotovideo has been started (PID: {monitored.isotovideo_pid}) under monitor {self.process.pid}"
+                      if monitored else f"isotovideo has been started (PID: {self.process.pid})")
+        if self.recorder is not None and self.process.monitored is not None:
+            self.recorder.update(vars=dict(self.reporter.ctx.settings))
+            self.recorder.set_monitor(self.process.monitored)
         if self.stop_request is not None:  # stopped while starting: the stop sequence kills it
             return False
         return True
@@ -260,6 +273,8 @@ class Job:
         stop = self.stop_request or oc.StopRequest(oc.EXCEPTION, "stopped without a reason")
         was_active = self.state in (JobState.SETUP, JobState.RUNNING)
         self._set_state(JobState.STOPPING)
+        if self.recorder is not None:
+            self.recorder.update(state="stopping", stop_reason=str(stop.reason), stop_detail=stop.detail)
         quitting = stop.reason == oc.QUIT
         attempts = 3 if quitting else None
         try:

@@ -30,12 +30,7 @@ from backend.job.imageopt import make_image_pool as make_image_pool
 from backend.job.results import ReadResult, ResultsReader, attach_md5
 from backend.job.shots import ScreenshotPrep
 from backend.job.shotwatch import ScreenshotWatcher
-from backend.job.upload import (
-    ArtefactUploader,
-    ProgressTracker,
-    UploadFailed,
-    UploadSettings,
-)
+from backend.job.upload import ArtefactUploader, ProgressTracker, UploadFailed, UploadSettings
 from backend.livehandler import LiveLog, LogTail, ProgressInfo, UploadProgressPoster
 from backend.webui.client import ApiClient, ApiError
 
@@ -100,6 +95,7 @@ class JobReporter:
         self._stopping = False
         self._periodic_stop = False
         self._broken = False
+        self.on_change: Callable[[], None] = lambda: None  # what the web UI has changed (the job record)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.shots = ScreenshotPrep(ctx.job_id, self.reader, ctx.image_pool, self.tracker,
@@ -188,6 +184,15 @@ class JobReporter:
     def modules(self) -> tuple[ModuleStatus, ...]:
         return self.reader.modules()
 
+    def upload_state(self) -> tuple[str, list[str], list[str]]:
+        """(module the web UI was told about, md5s it has, files it has): kept in the job record."""
+        return self.reader.current_module, sorted(self._known_images), sorted(self._sent_files)
+
+    def restore_upload_state(self, module: str, images: list[str], files: list[str]) -> None:
+        self.reader.current_module = module
+        self._known_images.update(images)
+        self._sent_files.update(files)
+
     # -- the periodic loop ----------------------------------------------------------------------------
     async def _periodic(self) -> None:
         while not self._periodic_stop:
@@ -200,10 +205,8 @@ class JobReporter:
                     log.exception("[job %d] status/upload round failed", self.ctx.job_id)
             if self._periodic_stop:
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.current_interval)
-            except TimeoutError:
-                pass
             spacing = MIN_ROUND_SPACING - (time.monotonic() - started)
             if spacing > 0 and not self._periodic_stop:
                 await asyncio.sleep(spacing)
@@ -245,6 +248,7 @@ class JobReporter:
             return  # nothing stored: keep the working list and the queues as they are
         self.reader.commit(read)
         self._queue(read, md5s, reply)
+        self.on_change()
         await self._upload_round(read)
 
     def _status_body(self, read: ReadResult, live: dict[str, Any] | None) -> dict[str, Any]:
@@ -347,6 +351,7 @@ class JobReporter:
         self._images.pop(md5, None)
         self._known_images.add(md5)
         self._failed.pop(name, None)
+        self.on_change()
 
     async def _send_file(self, uploader: ArtefactUploader, gate: asyncio.Semaphore, name: str) -> None:
         path = self.reader.testresults / name
@@ -363,6 +368,7 @@ class JobReporter:
         self._files.discard(name)
         self._sent_files.add(name)
         self._failed.pop(name, None)
+        self.on_change()
 
     def _upload_failed(self, name: str, error: str) -> None:
         log.warning("[job %d] Upload of %s failed (kept for the next round): %s", self.ctx.job_id, name,

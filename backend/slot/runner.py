@@ -25,6 +25,7 @@ from backend.job.job import Job, JobContext, JobOutcome, JobState
 from backend.job.pool import PoolDir
 from backend.job.preserve import preserve_results
 from backend.job.sequence import JobQueue, QueuedJob
+from backend.slot.adopt import Adoption, make_recorder
 from backend.slot.services import SlotServices
 from backend.webui.client import ApiError
 from backend.webui.connection import WebUIConnection
@@ -64,6 +65,8 @@ class JobRunner:
         self._current_id: int | None = None  # accepted and not yet reported done
         self._early_stop: oc.StopReason | None = None  # a stop for the accepted job before it exists
         self._task: asyncio.Task | None = None
+        self._adoption: Adoption | None = None  # a job of an earlier life, held until the web UI confirms
+        self._quitting = asyncio.Event()  # ends the wait of an adoption for the web UI
 
     # -- state seen by the slot -----------------------------------------------------------------
 
@@ -86,7 +89,7 @@ class JobRunner:
         ids = [self._current_id] if self._current_id is not None else []
         if self.queue:
             ids += self.queue.pending_ids
-        return ids
+        return list(dict.fromkeys(ids))  # an adopted job is both current and not yet popped from its queue
 
     def status_fields(self, conn_name: str) -> dict[str, Any]:
         """The ``worker_status`` of a busy slot (§6.2)."""
@@ -110,6 +113,13 @@ class JobRunner:
         self.job_host = offer.conn.name
         self._task = spawn(self._run_offer(offer), f"queue-{self.instance}")
 
+    def adopt(self, adoption: Adoption, spawn: Spawn) -> None:
+        """Hold a job of an earlier life (registration names it, §4) and resume it once confirmed."""
+        self._adoption = adoption
+        self.start(Offer(adoption.conn, [QueuedJob(adoption.job_id, None)], {adoption.job_id: adoption.info}, True),
+                   spawn)
+        self._current_id = adoption.job_id
+
     def stop_job(self, job_id: int, reason: oc.StopReason) -> bool:
         """A stop command for one of our jobs (current, being accepted, or queued)."""
         if self.job is not None and job_id == self.job.id:
@@ -124,6 +134,7 @@ class JobRunner:
         return True
 
     def quit(self) -> None:
+        self._quitting.set()
         if self.job is not None:
             self.job.request_stop(oc.QUIT)
         elif self._current_id is not None:
@@ -176,6 +187,15 @@ class JobRunner:
         while (item := self.queue.pop()) is not None:
             queued, skip = item
             info = offer.jobs[queued.job_id]
+            if (adoption := self._adoption) is not None and adoption.job_id == info.id:
+                self._adoption, self._current_id = None, info.id
+                if not await adoption.confirm(self._quitting):
+                    self._current_id = None
+                    self.queue.record(info.id, False)
+                    continue
+                outcome = await self._run_job(conn, info, adoption)
+                self.queue.record(info.id, outcome.ok)
+                continue
             if self.services.flags.quitting:
                 skip = "quit: worker has been stopped or restarted"
             elif (fatal := self._fatal_reason()) is not None:
@@ -206,14 +226,20 @@ class JobRunner:
             return False
         return True
 
-    async def _run_job(self, conn: WebUIConnection, info: JobInfo) -> JobOutcome:
+    async def _run_job(self, conn: WebUIConnection, info: JobInfo, adoption: Adoption | None = None) -> JobOutcome:
         assert conn.worker_id is not None
-        await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] before job {info.id}:",
-                         cgroups=self.services.cgroups, instance=self.instance)
-        if not self.services.no_cleanup:
+        adopted = adoption is not None and adoption.process is not None  # its tree runs on: no sweep, no cleanup
+        if not adopted:
+            await sweep_pool(self.config.pool_dir, f"[slot {self.instance}] before job {info.id}:",
+                             cgroups=self.services.cgroups, instance=self.instance)
+        if not self.services.no_cleanup and not adopted:
             await self._clean_pool()
-        job = Job(info, self._job_context(conn, info))
+        ctx = self._job_context(conn, info)
+        job = adoption.make_job(ctx) if adoption is not None else Job(info, ctx)
+        recorder = make_recorder(job, conn, adoption)
         self.job = job
+        if self.services.flags.quitting and self._early_stop is None:
+            self._early_stop = oc.QUIT
         if self._early_stop is not None:
             job.request_stop(self._early_stop)
         self.services.bus.publish(ev.JobAccepted(
@@ -224,6 +250,7 @@ class JobRunner:
         try:
             outcome = await job.run()
         finally:
+            await recorder.finish()
             self.job = None
             self.viewers = 0
             if self.services.cache is not None:

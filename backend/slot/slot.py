@@ -27,6 +27,7 @@ from backend.job.capabilities import capabilities
 from backend.job.hooks import write_worker_packages
 from backend.job.pool import PoolDir
 from backend.job.sequence import QueuedJob, SequenceError, flatten_sequence
+from backend.slot.adopt import find_adoption
 from backend.slot.availability import AvailabilityMonitor
 from backend.slot.joblock import make_throttle
 from backend.slot.runner import JobRunner, Offer
@@ -97,9 +98,13 @@ class Slot:
         if self.config.tuning.packages_cmd:  # once per start, like upstream (uploaded with every job's logs)
             await write_worker_packages(self.config.tuning.packages_cmd, self.config.pool_dir, self.instance)
         await self.availability.check()
+        # a job an earlier life left running here is held before registering (§4), then resumed
+        adoption = await asyncio.to_thread(find_adoption, self.config.pool_dir, self.instance, self.connections)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                if adoption is not None:
+                    self.runner.adopt(adoption, self._spawn_required)
                 services = [tg.create_task(guarded(f"[slot {self.instance}] connection to {c.name}", c.run),
                                            name=f"conn-{self.instance}-{c.name}")
                             for c in self.connections.values()]

@@ -1,0 +1,79 @@
+"""The conmon-style monitor and the job record: exit status on disk, pid identity, reaping only what is ours."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from backend.engine.isotovideo import IsotovideoProcess
+from backend.engine.monitor import STATE_DIR
+from backend.job.record import JobRecorder, load_record, new_record, protected_pids
+from backend.slot.adoptreap import reap_pool
+
+
+def pool(tmp_path: Path) -> Path:
+    path = tmp_path / "pool" / "7"
+    path.mkdir(parents=True)
+    return path
+
+
+async def start(pool_dir: Path, code: str, marker: str = "qaworker-test-1") -> IsotovideoProcess:
+    return await IsotovideoProcess.start([sys.executable, "-c", code], pool_dir=pool_dir, env={},
+                                         log_path=pool_dir / "autoinst-log.txt", marker=marker,
+                                         monitor_dir=pool_dir / STATE_DIR)
+
+
+async def test_monitor_writes_isotovideos_exit_status_and_end_time(tmp_path):
+    pool_dir = pool(tmp_path)
+    before = time.time()
+    proc = await start(pool_dir, "import sys; print('hello from isotovideo'); sys.exit(3)")
+    assert proc.monitored is not None and proc.monitored.isotovideo_pid != proc.pid
+    assert await proc.wait() == 3
+    record = json.loads((pool_dir / STATE_DIR / "exit.json").read_text())
+    assert record["returncode"] == 3 and record["monitor_pid"] == proc.pid
+    assert record["isotovideo_pid"] == proc.monitored.isotovideo_pid
+    assert before <= record["ended_at"] <= time.time()
+    assert "hello from isotovideo" in (pool_dir / "autoinst-log.txt").read_text()
+
+
+async def test_group_sigterm_reaches_isotovideo_and_the_monitor_records_it(tmp_path):
+    pool_dir = pool(tmp_path)
+    proc = await start(pool_dir, "import time; time.sleep(60)")
+    await proc.stop(grace=5)
+    assert proc.returncode is not None
+    assert json.loads((pool_dir / STATE_DIR / "exit.json").read_text())["returncode"] == -15
+
+
+async def test_reaping_a_record_ends_only_our_monitor_never_a_reused_pid(tmp_path):
+    pool_dir = pool(tmp_path)
+    ours = await start(pool_dir, "import time; time.sleep(60)", marker="qaworker-reap-ours")
+    recorder = JobRecorder(pool_dir, new_record(webui="http://127.0.0.1:1", base_url="http://127.0.0.1:1",
+                                                instance=7, pool_dir=pool_dir, worker_id=3,
+                                                job={"id": 11, "settings": {}}, marker="qaworker-reap-ours"))
+    assert ours.monitored is not None
+    recorder.set_monitor(ours.monitored)
+    await recorder.flush()
+    assert protected_pids(pool_dir) == {ours.pid, ours.monitored.isotovideo_pid}
+    killed = await asyncio.to_thread(reap_pool, pool_dir)
+    assert ours.pid in killed
+    assert await asyncio.wait_for(ours.wait(), 10) == -15  # ended through its monitor, status recorded
+
+    # the same record now naming an unrelated program's pid: protected_pids and the reaper leave it alone
+    other = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)",
+                                                 start_new_session=True)
+    try:
+        record, _ = load_record(pool_dir)
+        assert record is not None and record.monitor is not None
+        record.monitor.monitor_pid = other.pid
+        (pool_dir / STATE_DIR / "job.json").write_text(record.model_dump_json())
+        assert protected_pids(pool_dir) == set()
+        assert other.pid not in await asyncio.to_thread(reap_pool, pool_dir)
+        assert psutil.Process(other.pid).status() != psutil.STATUS_ZOMBIE
+    finally:
+        other.kill()
+        await other.wait()
