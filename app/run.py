@@ -11,8 +11,10 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from app import threads
 from backend.config import WorkerConfig
@@ -41,6 +43,22 @@ def preload_faces(*, ui: bool, metrics: bool) -> None:
         modules.append("app.tui")
     for name in modules:
         importlib.import_module(name)
+
+
+async def start_logging(level: int, log_format: str, stream: IO[str] | None = None) -> None:
+    """The log writer thread and the slow-callback sampler are started on a thread: a thread start on
+    the loop waits for the new thread to run (tens of ms on a busy machine)."""
+    from app import slowcallbacks
+    from app.logsetup import setup_logging
+
+    loop = asyncio.get_running_loop()
+    loop_thread = (threading.get_ident(), threading.get_native_id())
+
+    def start() -> None:  # runs while the loop waits for it
+        setup_logging(level, log_format, stream=stream)  # its configure() is a no-op off the loop's thread
+        slowcallbacks.configure(loop, loop_thread)
+
+    await asyncio.to_thread(start)
 
 
 def want_ui(no_ui: bool) -> bool:
@@ -80,7 +98,7 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
     # Importing the faces (backend.metrics alone ~700 ms cold) and opening the log file are slow:
     # done on a thread before the loop has anything else to do.
     await asyncio.to_thread(preload_faces, ui=ui, metrics=metrics_port is not None)
-    from app.logsetup import add_secret, setup_logging
+    from app.logsetup import add_secret
 
     if ui:  # no sd_notify from the dashboard; isotovideo must not inherit the socket either
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
@@ -88,9 +106,9 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
     level = log_level(config)
     if ui:
         stream = await asyncio.to_thread(lambda: tui_log_path(config).open("a", buffering=1))
-        setup_logging(level, log_format, stream=stream)
+        await start_logging(level, log_format, stream)
     else:
-        setup_logging(level, log_format)
+        await start_logging(level, log_format)
     for warning in config.warnings:  # unknown or unsupported keys (check-config lists them too)
         log.warning("%s", warning)
     for slot in config.slots:
@@ -158,7 +176,5 @@ async def _run_tui_with_fallback(worker: Worker, log_format: str, on_hangup: Cal
         log.exception("the dashboard crashed; continuing headless")
         install_signal_handlers(worker, on_hangup)
     # Log to stderr from here on: the terminal is ours again.
-    from app.logsetup import setup_logging
-
-    setup_logging(log_level(worker.config), log_format)
+    await start_logging(log_level(worker.config), log_format)
     await run_headless(worker, log_format=log_format)

@@ -381,12 +381,13 @@ class StackSampler:
 
     max_samples = 8
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float, period: float = 0.004) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float, period: float = 0.004,
+                 loop_thread: tuple[int, int] | None = None) -> None:
         self._loop = weakref.ref(loop)
         self.threshold = threshold
         self.period = min(period, threshold / 4)
-        self._thread_id = threading.get_ident()
-        native = threading.get_native_id()
+        # (ident, native id) of the loop's thread: the caller's unless given
+        self._thread_id, native = loop_thread or (threading.get_ident(), threading.get_native_id())
         self._schedstat = _open_proc(native, "schedstat")
         self._stat = _open_proc(native, "stat")
         self._wchan = _open_proc(native, "wchan")
@@ -510,8 +511,10 @@ def _time_callbacks(loop: asyncio.AbstractEventLoop) -> None:
 _samplers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StackSampler] = weakref.WeakKeyDictionary()
 
 
-def enable(loop: asyncio.AbstractEventLoop, threshold: float) -> StackSampler:
-    """Debug mode with ``threshold`` seconds on ``loop`` (to run in the calling thread), plus its sampler."""
+def enable(loop: asyncio.AbstractEventLoop, threshold: float, loop_thread: tuple[int, int] | None = None
+           ) -> StackSampler:
+    """Debug mode with ``threshold`` seconds on ``loop`` (running in the calling thread, or the one named by
+    ``loop_thread`` = (ident, native id)), plus its sampler."""
     loop.set_debug(True)
     loop.slow_callback_duration = threshold
     _time_callbacks(loop)
@@ -519,7 +522,7 @@ def enable(loop: asyncio.AbstractEventLoop, threshold: float) -> StackSampler:
     if sampler is None or sampler.threshold != threshold:
         if sampler is not None:
             sampler.stop()
-        sampler = _samplers[loop] = StackSampler(loop, threshold)
+        sampler = _samplers[loop] = StackSampler(loop, threshold, loop_thread=loop_thread)
     install_filter()
     return sampler
 
@@ -542,9 +545,10 @@ def threshold_from_env(env: dict[str, str] | None = None) -> float | None:
     return ms / 1000 if ms > 0 else None
 
 
-def configure(loop: asyncio.AbstractEventLoop | None = None) -> None:
+def configure(loop: asyncio.AbstractEventLoop | None = None, loop_thread: tuple[int, int] | None = None) -> None:
     """Apply ``QAWORKER_SLOW_CALLBACK_MS`` to the running loop; sample its stack whenever it is in debug mode
-    (e.g. ``PYTHONASYNCIODEBUG=1``). Idempotent; a no-op outside a running loop."""
+    (e.g. ``PYTHONASYNCIODEBUG=1``). Idempotent; a no-op outside a running loop. From another thread, pass
+    ``loop`` and ``loop_thread`` (while the loop waits for that thread)."""
     if loop is None:
         try:
             loop = asyncio.get_running_loop()
@@ -552,9 +556,9 @@ def configure(loop: asyncio.AbstractEventLoop | None = None) -> None:
             return
     threshold = threshold_from_env()
     if threshold is not None:
-        enable(loop, threshold)
+        enable(loop, threshold, loop_thread)
     elif loop.get_debug() and loop not in _samplers:
-        enable(loop, loop.slow_callback_duration)
+        enable(loop, loop.slow_callback_duration, loop_thread)
     install_filter()
 
 
