@@ -25,8 +25,8 @@ from backend.engine.cgroup import Cgroups
 from backend.engine.cgroup_usage import report_usage
 from backend.engine.isotovideo import IsotovideoProcess, build_command
 from backend.engine.mojoenv import mojo_defaults
-from backend.engine.podman import ContainerSetupError, podman_command
 from backend.engine.monitor import STATE_DIR
+from backend.engine.podman import ContainerSetupError, podman_command
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc

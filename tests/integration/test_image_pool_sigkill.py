@@ -61,7 +61,7 @@ async def test_sigkill_of_the_worker_leaves_no_image_pool_process(tmp_path, opti
             # It is optimising screenshots right now. Each optimiser run is short and the mock web UI's
             # wait_for only looks again when the mock's state changes: poll the process table instead.
             async with asyncio.timeout(60):
-                while not await asyncio.to_thread(optimising):
+                while not await asyncio.to_thread(optimising):  # noqa: ASYNC110 - no event for a process table
                     await asyncio.sleep(0.02)
             descendants = worker.children(recursive=True)
             job_tree = [p for p in descendants if _is_job_process(p)]

@@ -25,8 +25,9 @@ def start(scenario: str = "three_running") -> QaworkerApp:
 
 async def footer_fits(app: QaworkerApp, pilot) -> None:
     """Every key of the footer is on screen whole, left of the palette key, on the last line."""
-    for _ in range(20):  # the footer recomposes when a screen's keys change: wait for its layout
-        if all(k.region.width for k in app.screen.query(FooterKey)):
+    for _ in range(50):  # the footer recomposes when a screen's keys change: wait for its layout
+        shown = list(app.screen.query(FooterKey))
+        if shown and all(k.region.width for k in shown):
             break
         await pilot.pause(0.1)
     keys = list(app.screen.query(FooterKey))
