@@ -17,6 +17,7 @@ from collections.abc import Callable
 from backend import __version__
 from backend import events as ev
 from backend.cache import AssetCache
+from backend.childwatch import pidfd_child_watcher
 from backend.config import SlotConfig, WorkerConfig
 from backend.engine.cgroup import Cgroups
 from backend.engine.isotovideo import detect_interface_version, set_child_subreaper
@@ -99,6 +100,10 @@ class Worker:
     # -- running ----------------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        with pidfd_child_watcher(asyncio.get_running_loop()):  # no waiter thread per job process
+            return await self._run()
+
+    async def _run(self) -> int:
         try:
             await self._start()
             async with asyncio.timeout(None) as self._deadline:

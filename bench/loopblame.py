@@ -23,11 +23,15 @@ class Account:
     total: float = 0.0
     worst: float = 0.0
     over_20ms: int = 0
+    cpu: float = 0.0  # thread CPU time of the runs (wall minus waiting for a CPU)
+    worst_cpu: float = 0.0  # CPU time of the slowest run
 
-    def add(self, took: float) -> None:
+    def add(self, took: float, cpu: float = 0.0) -> None:
         self.calls += 1
         self.total += took
-        self.worst = max(self.worst, took)
+        self.cpu += cpu
+        if took > self.worst:
+            self.worst, self.worst_cpu = took, cpu
         self.over_20ms += took > 0.02
 
 
@@ -67,21 +71,23 @@ class LoopAccounting:
     slow: float = 0.01
     _original: Any = None
     _gc_start: float = 0.0
+    _gc_cpu: float = 0.0
 
     def install(self) -> None:
         original = self._original = asyncio.Handle._run
-        accounts, perf = self.accounts, time.perf_counter
+        accounts, perf, thread_time = self.accounts, time.perf_counter, time.thread_time
 
         def timed_run(handle: asyncio.Handle) -> None:
             resumed = suspended_at(handle)
-            start = perf()
+            start, cpu_start = perf(), thread_time()
             try:
                 original(handle)
             finally:
-                took = perf() - start
-                accounts[callback_name(handle)].add(took)
+                took, cpu = perf() - start, thread_time() - cpu_start
+                accounts[callback_name(handle)].add(took, cpu)
                 if took > self.slow:
-                    self.slow_steps[f"{resumed or callback_name(handle)} -> {suspended_at(handle) or 'end'}"].add(took)
+                    place = f"{resumed or callback_name(handle)} -> {suspended_at(handle) or 'end'}"
+                    self.slow_steps[place].add(took, cpu)
 
         asyncio.Handle._run = timed_run  # type: ignore[method-assign]
         gc.callbacks.append(self._on_gc)
@@ -99,26 +105,31 @@ class LoopAccounting:
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._gc_start = time.perf_counter()
+            self._gc_start, self._gc_cpu = time.perf_counter(), time.thread_time()
         else:
-            self.gc_pauses[info.get("generation", -1)].add(time.perf_counter() - self._gc_start)
+            self.gc_pauses[info.get("generation", -1)].add(time.perf_counter() - self._gc_start,
+                                                           time.thread_time() - self._gc_cpu)
 
     def report(self, span: float, top: int = 15) -> str:
         rows = sorted(self.accounts.items(), key=lambda kv: kv[1].total, reverse=True)
         busy = sum(a.total for a in self.accounts.values())
-        out = [f"loop busy {busy:.2f} s of {span:.1f} s ({busy / max(span, 1e-9) * 100:.1f}%), "
-               f"{sum(a.calls for a in self.accounts.values())} callbacks",
+        cpu = sum(a.cpu for a in self.accounts.values())
+        out = [f"loop busy {busy:.2f} s of {span:.1f} s ({busy / max(span, 1e-9) * 100:.1f}%; CPU {cpu:.2f} s), "
+               f"{sum(a.calls for a in self.accounts.values())} callbacks (wall ms / CPU ms)",
                "| callback | calls | total | share of busy | slowest | > 20 ms |",
                "| --- | --- | --- | --- | --- | --- |"]
         for name, a in rows[:top]:
-            out.append(f"| {name} | {a.calls} | {a.total * 1000:.0f} ms | {a.total / max(busy, 1e-9) * 100:.1f}% | "
-                       f"{a.worst * 1000:.1f} ms | {a.over_20ms} |")
+            out.append(f"| {name} | {a.calls} | {a.total * 1000:.0f} / {a.cpu * 1000:.0f} ms | "
+                       f"{a.total / max(busy, 1e-9) * 100:.1f}% | {a.worst * 1000:.1f} / {a.worst_cpu * 1000:.1f} ms | "
+                       f"{a.over_20ms} |")
         slowest = sorted(self.accounts.items(), key=lambda kv: kv[1].worst, reverse=True)[:5]
-        out.append("slowest single runs: " + "; ".join(f"{n} {a.worst * 1000:.1f} ms" for n, a in slowest))
+        out.append("slowest single runs: " + "; ".join(
+            f"{n} {a.worst * 1000:.1f} ms (CPU {a.worst_cpu * 1000:.1f})" for n, a in slowest))
         out.append(f"steps over {self.slow * 1000:.0f} ms, from where the task resumed to where it suspended next:")
         for place, a in sorted(self.slow_steps.items(), key=lambda kv: kv[1].total, reverse=True)[:top]:
-            out.append(f"  {a.calls} x, total {a.total * 1000:.0f} ms, slowest {a.worst * 1000:.1f} ms: {place}")
+            out.append(f"  {a.calls} x, total {a.total * 1000:.0f} ms (CPU {a.cpu * 1000:.0f}), slowest "
+                       f"{a.worst * 1000:.1f} ms (CPU {a.worst_cpu * 1000:.1f}): {place}")
         for gen, a in sorted(self.gc_pauses.items()):
-            out.append(f"gc generation {gen}: {a.calls} pauses, total {a.total * 1000:.0f} ms, "
-                       f"slowest {a.worst * 1000:.1f} ms")
+            out.append(f"gc generation {gen}: {a.calls} pauses, total {a.total * 1000:.0f} ms (CPU "
+                       f"{a.cpu * 1000:.0f}), slowest {a.worst * 1000:.1f} ms (CPU {a.worst_cpu * 1000:.1f})")
         return "\n".join(out)

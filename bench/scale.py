@@ -31,10 +31,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.gcpolicy import GC_POLICIES, apply_gc_policy
 from backend.webui.auth import auth_headers, request_target
 from backend.worker import Worker
 from bench.common import ROOT, TimedLagProbe, fmt_lag, lag_window, mib, stop_process
+from bench.gcpolicy import GC_POLICIES, apply_gc_policy
 from bench.loopblame import LoopAccounting
 from tests.helpers import free_port, port_is_free
 from tests.integration.harness import KEY, SECRET, job_settings, make_config
@@ -208,7 +208,7 @@ def main() -> int:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop implementation (uvloop: pip install .[uvloop])")
     parser.add_argument("--gc", choices=GC_POLICIES, default="default", dest="gc_policy",
-                        help="garbage-collector policy applied once the slots are up (backend/gcpolicy.py)")
+                        help="garbage-collector policy applied once the slots are up (bench/gcpolicy.py)")
     parser.add_argument("--blame", action="store_true", help="per-callback accounting of the loop (load phase)")
     args = parser.parse_args()
     blame = LoopAccounting() if args.blame else None
