@@ -13,6 +13,10 @@ from app.scripted import build
 from app.tui import QaworkerApp
 
 SIZE = (120, 36)
+# file name -> (scenario, keys pressed first)
+KEYED_SHOTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cache-view.svg": ("cache_downloading", ("c",)),
+}
 # file name -> scenario
 SHOTS: dict[str, str] = {
     "idle.svg": "idle",
@@ -25,7 +29,8 @@ SHOTS: dict[str, str] = {
 }
 
 
-async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None = None) -> str:
+async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None = None,
+                keys: tuple[str, ...] = ()) -> str:
     """Run the real app headless against a scenario and return the screen as SVG."""
     rt = build(scenario)
     app = QaworkerApp(rt, clock=rt.clock)
@@ -33,6 +38,9 @@ async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None 
         await pilot.pause()
         if select is not None:
             await pilot.press(*["down"] * (select - 1))
+        if keys:
+            await pilot.pause(0.3)
+            await pilot.press(*keys)
         await pilot.pause(0.3)  # let the throttled render land
         await pilot.wait_for_scheduled_animations()
         return app.export_screenshot(title=f"qaworker — {scenario.replace('_', ' ')}")
@@ -44,6 +52,11 @@ async def write_all(out: Path) -> list[Path]:
         select = 2 if scenario == "three_running" else None
         path = out / name
         svg = await shoot(scenario, select=select)
+        await asyncio.to_thread(path.write_text, svg, encoding="utf-8")
+        written.append(path)
+    for name, (scenario, keys) in KEYED_SHOTS.items():
+        path = out / name
+        svg = await shoot(scenario, keys=keys)
         await asyncio.to_thread(path.write_text, svg, encoding="utf-8")
         written.append(path)
     return written
