@@ -82,6 +82,8 @@ def _slot_state(event: ev.SlotStateChanged) -> str:
             return f"[slot {event.instance}] broken: {event.reason or 'unknown reason'}"
         case SlotState.IDLE:
             return f"[slot {event.instance}] idle, waiting for jobs"
+        case SlotState.STOPPING:  # the job's end (normal or not); "stopping" is the worker's own word
+            return f"[slot {event.instance}] job {event.job_id} ending{': ' + event.reason if event.reason else ''}"
         case SlotState.OFFLINE:
             return f"[slot {event.instance}] offline: {event.reason or 'no web UI connection'}"
         case _:
@@ -91,8 +93,9 @@ def _slot_state(event: ev.SlotStateChanged) -> str:
 
 def _progress(event: ev.JobProgress) -> str:
     head = _job(event.instance, event.job_id)
-    if event.paused:
-        return f"{head} paused: {event.paused}"
+    if event.paused:  # the reason may say "paused at …" itself (the simulator's does): not twice
+        said = event.paused.strip()
+        return f"{head} {said}" if said.lower().startswith("paused") else f"{head} paused: {said}"
     done = sum(1 for m in event.modules if m.result not in ("pending", "running"))
     count = f" ({done}/{len(event.modules)} modules done)" if event.modules else ""
     failed = [m.name for m in event.modules if m.result == "failed"]

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from backend.state import CacheView, DownloadView, WorkerView
-from widgets.format import bar, human_bytes, tidy, truncate
+from widgets.format import bar, human_bytes, plural, tidy, truncate
 
 
 def usage_text(cache: CacheView) -> Text:
@@ -16,7 +16,7 @@ def usage_text(cache: CacheView) -> Text:
     pct = 100 * cache.used_bytes / cache.limit_bytes if cache.limit_bytes else 0
     text.append(bar(cache.used_bytes, cache.limit_bytes, 12), style="red" if pct > 95 else "magenta")
     text.append(f" {human_bytes(cache.used_bytes)} / {human_bytes(cache.limit_bytes)} ({pct:.0f}%)")
-    text.append(f" · {cache.assets} assets · hits {cache.hits} · misses {cache.misses}", style="dim")
+    text.append(f" · {plural(cache.assets, 'asset')} · hits {cache.hits} · misses {cache.misses}", style="dim")
     if cache.evictions:
         text.append(f" · evicted {cache.evictions}", style="dim")
     return text
@@ -71,7 +71,7 @@ def overview_text(cache: CacheView, width: int = 60) -> Text:
         text.append(f" · {human_bytes(max(0, cache.limit_bytes - cache.used_bytes))} free", style="dim")
     asked = cache.hits + cache.misses
     text.append("\ncounts  ", style="bold")
-    text.append(f"{cache.assets} asset{'s' if cache.assets != 1 else ''} · hits {cache.hits} · "
+    text.append(f"{plural(cache.assets, 'asset')} · hits {cache.hits} · "
                 f"misses {cache.misses}")
     text.append(f" · hit rate {100 * cache.hits / asked:.0f}%" if asked else " · no asset asked for yet", style="dim")
     text.append(f" · evicted {cache.evictions}", style="dim")

@@ -9,11 +9,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+# The buttons of a dialog sit in a row: Left / Right move between them like Shift+Tab / Tab.
+ROW_KEYS = [Binding("left", "app.focus_previous", "Previous button", show=False),
+            Binding("right", "app.focus_next", "Next button", show=False)]
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask one question; dismisses with True (confirm) or False (cancel / escape)."""
 
-    BINDINGS = [Binding("escape,n", "cancel", "Cancel"), Binding("y", "confirm", "Confirm")]
+    BINDINGS = [Binding("escape,n", "cancel", "Cancel"), Binding("y", "confirm", "Confirm"), *ROW_KEYS]
 
     def __init__(self, title: str, question: str, confirm_label: str = "Yes", *,
                  danger: bool = False) -> None:
@@ -46,7 +50,7 @@ class QuitScreen(ModalScreen[str]):
     """Jobs are running: quit now, drain, or cancel. Dismisses with "quit", "drain" or ""."""
 
     BINDINGS = [Binding("escape", "choose('')", "Cancel"), Binding("q", "choose('quit')", "Quit now"),
-                Binding("d", "choose('drain')", "Drain")]
+                Binding("d", "choose('drain')", "Drain"), *ROW_KEYS]
 
     def __init__(self, running: int) -> None:
         super().__init__(classes="dialog-screen")

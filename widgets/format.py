@@ -121,6 +121,18 @@ def compact_log_line(line: str) -> str:
     return _LOG_STAMP.sub(r"\2 ", line, count=1)
 
 
+_PAUSED_PREFIX = re.compile(r"^\s*paused\b\s*(?:at\b|:)?\s*", re.IGNORECASE)
+
+
+def pause_reason(reason: str) -> str:
+    """'paused at needle mismatch' (the simulator) and 'needle mismatch' both → 'needle mismatch'."""
+    return _PAUSED_PREFIX.sub("", reason).strip() or reason.strip()
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def result_text(result: str) -> Text:
     icon = RESULT_ICON.get(result, "•")
     return Text(f"{icon} {result}", style=RESULT_STYLE.get(result, ""))

@@ -17,6 +17,8 @@ from widgets.format import (
     bar,
     human_bytes,
     human_duration,
+    pause_reason,
+    plural,
     result_text,
     slot_state_text,
     tidy,
@@ -35,10 +37,10 @@ def upload_text(job: JobView) -> Text | None:
     if up.files_total and up.files_done >= up.files_total and not up.optipng_queue and not up.last_error:
         # between rounds: what was sent so far, without a stale "current file"
         size = f", {human_bytes(up.bytes_done)}" if up.bytes_done else ""
-        return Text(f"⇪ uploaded {up.files_done} files{size}", style="dim blue")
+        return Text(f"⇪ uploaded {plural(up.files_done, 'file')}{size}", style="dim blue")
     text = Text("⇪ upload ", style="bold blue")
     text.append(bar(up.bytes_done or up.files_done, up.bytes_total or up.files_total, 12), style="blue")
-    text.append(f" {up.files_done}/{up.files_total} files")
+    text.append(f" {up.files_done}/{plural(up.files_total, 'file')}")
     if up.bytes_total:
         text.append(f", {human_bytes(up.bytes_done)} / {human_bytes(up.bytes_total)}")
     if up.current_file:
@@ -82,7 +84,7 @@ def summary_text(slot: SlotView, now: float, link: SlotLink | None = None) -> Te
     if job.pending_job_ids:
         text.append(f" · queued: {', '.join(f'#{j}' for j in job.pending_job_ids)}", style="dim")
     if job.paused:
-        text.append(f"\n‖ PAUSED at {job.paused}", style="bold yellow")
+        text.append(f"\n‖ PAUSED at {pause_reason(job.paused)}", style="bold yellow")
     if (up := upload_text(job)) is not None:
         text.append("\n")
         text.append_text(up)

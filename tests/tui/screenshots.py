@@ -17,6 +17,10 @@ from app.tui import QaworkerApp
 from tests.tui.replay import load
 
 SIZE = (120, 36)
+# file name -> (recording, keys pressed first)
+KEYED_SHOTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cache-view.svg": ("cache_downloading", ("c",)),
+}
 # file name -> recording
 SHOTS: dict[str, str] = {
     "idle.svg": "idle",
@@ -29,7 +33,8 @@ SHOTS: dict[str, str] = {
 }
 
 
-async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None = None) -> str:
+async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None = None,
+                keys: tuple[str, ...] = ()) -> str:
     """Run the real app headless against a replayed recording and return the screen as SVG."""
     rt = load(scenario)
     app = QaworkerApp(rt, clock=rt.clock)
@@ -37,6 +42,9 @@ async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None 
         await pilot.pause()
         if select is not None:
             await pilot.press(*["down"] * (select - 1))
+        if keys:
+            await pilot.pause(0.3)
+            await pilot.press(*keys)
         await pilot.pause(0.3)  # let the throttled render land
         await pilot.wait_for_scheduled_animations()
         return app.export_screenshot(title=f"qaworker — {scenario.replace('_', ' ')}")
@@ -47,6 +55,11 @@ async def write_all(out: Path) -> list[Path]:
     for name, scenario in SHOTS.items():
         path = out / name
         svg = await shoot(scenario)
+        await asyncio.to_thread(path.write_text, svg, encoding="utf-8")
+        written.append(path)
+    for name, (scenario, keys) in KEYED_SHOTS.items():
+        path = out / name
+        svg = await shoot(scenario, keys=keys)
         await asyncio.to_thread(path.write_text, svg, encoding="utf-8")
         written.append(path)
     return written
