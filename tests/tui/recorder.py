@@ -126,8 +126,7 @@ async def _three_running(stage: Stage) -> None:
     ):
         stage.web.schedule_job(job_settings(TEST=test, SIM_MODULES=modules, SIM_MODULE_SECONDS=seconds,
                                             SIM_SCREENSHOTS="0", **extra))
-        await stage.until(lambda v: sum(1 for s in v.slots.values() if s.job is not None)
-                          >= len([j for j in stage.web.jobs.values()]))
+        await stage.until(lambda v: v.running_jobs >= len(stage.web.jobs))  # one slot per job, in order
 
 
 def _three_running_done(view: WorkerView) -> bool:

@@ -1,7 +1,8 @@
 """Replay a recording of the real worker's bus events (tests/tui/recorder.py) into a test runtime.
 
 ``load(name)`` returns a ``ScriptedRuntime`` (the Runtime command API, a real EventBus and
-WorkerView) that has published every recorded event with its recorded timestamp; its frozen clock
+WorkerView, and the worker's real ``HistoryRecorder`` in memory, as the dashboard of a running worker
+has it) that has published every recorded event with its recorded timestamp; its frozen clock
 stands at the moment the recording was captured, so a snapshot of it is deterministic.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from backend import events as ev
 from backend.control.codec import decode_event
+from backend.history import HistoryRecorder
 from backend.state import WorkerView
 from tests.tui.recorder import RECORDINGS
 from tests.tui.scripted import ScriptedRuntime
@@ -50,6 +52,8 @@ def read(name: str, directory: Path = RECORDINGS) -> Recording:
 def load(name: str, directory: Path = RECORDINGS) -> ScriptedRuntime:
     recording = read(name, directory)
     rt = ScriptedRuntime(now=recording.started)
+    hosts = {h for e in recording.events if isinstance(e, ev.WorkerStarted) for h in e.hosts}
+    rt.history = HistoryRecorder(rt.bus, None, {h: h for h in hosts})  # type: ignore[attr-defined]
     for event in recording.events:
         rt.bus.publish(dataclasses.replace(event, ts=recording.started + event.ts))
     rt.now = recording.started + recording.now
