@@ -97,7 +97,8 @@ class SlotTuning:
         "failure ends the job `setup failure`")
     terminate_after_jobs_done: bool = tunable(
         False, "TERMINATE_AFTER_JOBS_DONE", "bool",
-        "exit once the queue is empty after a job (with `Restart=always`: pick up updates)",
+        "exit 0 (web UI told: ws `quit`) once the queue is empty after a job; "
+        "`contrib/systemd/qaworker-auto-restart@.service` (`Restart=always`) starts it anew with updates",
         env="OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE")
     packages_cmd: str | None = tunable(
         None, "PACKAGES_CMD", "text", "run at start; its output is uploaded with every job as "

@@ -22,16 +22,16 @@ async def _stop_running_job(tmp_path, command: str):
         assert await web.send_ws(worker_id, {"type": command, "jobid": job_id})
         await web.wait_for(lambda: web.jobs[job_id].set_done_params is not None, 30)
         await assert_no_leftovers()
-        return web.jobs[job_id], tmp_path
+        return web.jobs[job_id]
 
 
 async def test_abort_sends_reason_abort(tmp_path):
-    job, _ = await _stop_running_job(tmp_path, "abort")
+    job = await _stop_running_job(tmp_path, "abort")
     assert job.set_done_params.get("result") == "incomplete"
     assert job.set_done_params.get("reason") == "abort"
 
 
 async def test_obsolete_sends_reason_obsolete_and_newbuild(tmp_path):
-    job, _ = await _stop_running_job(tmp_path, "obsolete")
+    job = await _stop_running_job(tmp_path, "obsolete")
     assert job.set_done_params.get("reason") == "obsolete"
     assert str(job.set_done_params.get("newbuild")) == "1"

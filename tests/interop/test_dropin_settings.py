@@ -116,3 +116,28 @@ def test_isotovideo_gets_the_mojo_environment(webui, qaworker):
     assert seen == {"MOJO_INACTIVITY_TIMEOUT": "300", "MOJO_CONNECT_TIMEOUT": "300",
                     "MOJO_REACTOR": "Mojo::Reactor::Poll"}, log[-3000:]
     print(f"row 7: job {job_id} autoinst-log.txt: {seen}")
+
+
+def test_restarted_job_is_aborted_with_reason_abort(webui, qaworker):
+    # restarting a running job makes the web UI send `abort`; without base_state.json the worker says why
+    worker = qaworker()
+    _idle(webui, worker)
+    job_id = webui.schedule(REALSTACK_SLEEP="60")
+    webui.wait_state(job_id, "running")
+    webui.api("POST", f"/api/v1/jobs/{job_id}/restart").raise_for_status()
+    job = webui.wait_job(job_id, timeout=60)
+    wait_until(lambda: "set_done" in worker.log() or "abort" in worker.log(), timeout=30, message="abort seen")
+    print(f"row 11: restarted job {job_id}: {job['state']}/{job['result']} reason {job.get('reason')!r}; worker log: "
+          f"{[line for line in worker.log().splitlines() if 'abort' in line][-2:]}")
+    assert job["result"] == "user_restarted"
+    assert job.get("reason") == "abort", job
+
+
+def test_perl_worker_also_says_abort(webui, perl_worker):
+    # the baseline the row-11 test asserts: the Perl worker's reason for the same restart
+    job_id = webui.schedule(REALSTACK_SLEEP="60", WORKER_CLASS="realstack")
+    webui.wait_state(job_id, "running", timeout=90)
+    webui.api("POST", f"/api/v1/jobs/{job_id}/restart").raise_for_status()
+    job = webui.wait_job(job_id, timeout=90)
+    print(f"row 11 (Perl worker): restarted job {job_id}: {job['result']} reason {job.get('reason')!r}")
+    assert (job["result"], job.get("reason")) == ("user_restarted", "abort")
