@@ -18,6 +18,7 @@ from typing import Any
 
 from backend import events as ev
 from backend.config import SlotConfig
+from backend.config.proxy import ProxySettings
 from backend.events import HostState, SlotState
 from backend.health import Availability
 from backend.ipmi import IpmiAutoShutdown, ipmi_enabled
@@ -40,7 +41,6 @@ from backend.webui.messages import (
     StopCommand,
     parse_job,
 )
-from backend.webui.proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 
