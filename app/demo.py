@@ -21,6 +21,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from app import threads
 from app.demo_env import TerminalWatch, end_descendants, reserve_instances
 from backend.config import HostConfig, SlotConfig, WorkerConfig
 from backend.events import SlotState
@@ -288,7 +289,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     duration = getattr(args, "duration", None)
     workdir = Path(tempfile.mkdtemp(prefix="qaworker-demo-"))
     try:
-        return asyncio.run(run_demo(no_ui, slots, duration, workdir))
+        return threads.run(run_demo(no_ui, slots, duration, workdir))
     except KeyboardInterrupt:
         return 130
     finally:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from app import threads
 from backend.config import WorkerConfig
 from backend.worker import Worker
 
@@ -23,10 +24,23 @@ log = logging.getLogger("qaworker")
 def run_worker(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "text",
                metrics_port: int | None = None, metrics_address: str = "127.0.0.1") -> int:
     try:
-        return asyncio.run(main_async(config, no_ui=no_ui, log_format=log_format, metrics_port=metrics_port,
+        return threads.run(main_async(config, no_ui=no_ui, log_format=log_format, metrics_port=metrics_port,
                                       metrics_address=metrics_address))
     except KeyboardInterrupt:
         return 130
+
+
+def preload_faces(*, ui: bool, metrics: bool) -> None:
+    """Import what main_async and the faces import lazily, so that no import runs on the loop."""
+    import importlib
+
+    modules = ["app.logsetup", "app.headless", "backend.control.services"]
+    if metrics:
+        modules.append("backend.metrics")
+    if ui:
+        modules.append("app.tui")
+    for name in modules:
+        importlib.import_module(name)
 
 
 def want_ui(no_ui: bool) -> bool:
@@ -61,15 +75,18 @@ async def main_async(config: WorkerConfig, *, no_ui: bool = False, log_format: s
                      worker: Worker | None = None, extra_tasks: tuple = (),
                      on_hangup: Callable[[], None] | None = None) -> int:
     """``on_hangup`` replaces "SIGHUP = drain" and "terminal lost = go on headless" (the demo quits)."""
+    ui = want_ui(no_ui)
+    # Importing the faces (backend.metrics alone ~700 ms cold) and opening the log file are slow:
+    # done on a thread before the loop has anything else to do.
+    await asyncio.to_thread(preload_faces, ui=ui, metrics=metrics_port is not None)
     from app.logsetup import add_secret, setup_logging
 
-    ui = want_ui(no_ui)
     if ui:  # no sd_notify from the dashboard; isotovideo must not inherit the socket either
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             os.environ.pop(name, None)
     level = log_level(config)
     if ui:
-        stream = tui_log_path(config).open("a", buffering=1)
+        stream = await asyncio.to_thread(lambda: tui_log_path(config).open("a", buffering=1))
         setup_logging(level, log_format, stream=stream)
     else:
         setup_logging(level, log_format)

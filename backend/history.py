@@ -123,7 +123,9 @@ class HistoryStore:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def aopen(self) -> None:
-        await self._run(self.open)
+        # The first submit starts the store's thread, and Thread.start() waits until the new thread
+        # runs: tens of ms on a busy machine. So that first submit happens on a helper thread.
+        await asyncio.to_thread(lambda: self._thread.submit(self.open).result())
 
     async def aadd(self, entry: HistoryEntry) -> None:
         await self._run(self.add, entry)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from backend import __version__
 from backend import events as ev
+from backend.cache import AssetCache
 from backend.config import SlotConfig, WorkerConfig
 from backend.engine.isotovideo import detect_interface_version, set_child_subreaper
 from backend.engine.watch import prepare as prepare_watch
@@ -119,8 +120,6 @@ class Worker:
         hostname = await asyncio.to_thread(worker_hostname, hosts, configured)  # may ask DNS (getfqdn)
         cache = None
         if self.config.cache_dir is not None:
-            from backend.cache import AssetCache
-
             tuning = self.config.tuning
             assert tuning is not None
             cache = AssetCache(self.config.cache_dir, limit_bytes=int(tuning.cache_limit_gib * 1024 ** 3),

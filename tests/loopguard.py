@@ -139,18 +139,7 @@ class Known:
 
 
 # Remove an entry when its owner fixed it; QAWORKER_LOOPGUARD_STRICT=1 fails on these too.
-KNOWN: tuple[Known, ...] = (
-    Known("lead", r"(backend/worker\.py|app/run\.py):\d+ in \S+ imports ",
-          "imports inside Worker._start / main_async run on the loop (backend.metrics ~700 ms, backend.cache): "
-          "import at module level"),
-    Known("lead", r"in task 'Task-1' \((main_async|run_demo)\); not sampled, suspended next at "
-                  r"backend/worker\.py:\d+ in Worker\.wait_stopped",
-          "main_async's first step up to run_headless's wait (its lazy `from app.headless import` alone is "
-          "~20 ms) runs on the loop"),
-    Known("lead", r"in WebUIConnection\._dispatch\b",
-          "a burst of buffered websocket messages is handled in one step, each logged (fault suite: 10 000 junk "
-          "messages, 25-40 ms per step): yield to the loop every few messages"),
-)
+KNOWN: tuple[Known, ...] = ()
 
 
 def strict() -> bool:

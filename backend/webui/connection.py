@@ -228,6 +228,8 @@ class WebUIConnection:
         try:
             async for raw in ws:
                 self._dispatch(raw)
+                # A burst of buffered messages is read without suspending: let the loop run between them.
+                await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
