@@ -218,7 +218,9 @@ class Job:
 
     async def _start_isotovideo(self, env: dict[str, str]) -> bool:
         try:  # OS_AUTOINST_GIT_REPO: in podman (issue 12 row 14)
-            container = await podman_command(self.settings, self.pool_dir, self.ctx.prjdir)
+            cache = self.ctx.slot.settings.get("CACHEDIRECTORY")
+            container = await podman_command(self.settings, self.pool_dir, self.ctx.prjdir,
+                                             (self.ctx.host.share_dir, *((Path(cache),) if cache else ())))
         except ContainerSetupError as exc:
             self.log.note(str(exc), logging.ERROR)
             self.request_stop(oc.SETUP_FAILURE, f"setup failure: {exc}")
