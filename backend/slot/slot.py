@@ -18,7 +18,6 @@ from typing import Any
 
 from backend import events as ev
 from backend.config import SlotConfig
-from backend.config.proxy import ProxySettings
 from backend.events import HostState, SlotState
 from backend.health import Availability
 from backend.ipmi import IpmiAutoShutdown, ipmi_enabled
@@ -313,7 +312,7 @@ def _make_clients(config: SlotConfig, services: SlotServices) -> dict[str, ApiCl
     for host in config.hosts:
         observer = services.request_observer(host.base_url)
         clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer,
-                                             proxies=ProxySettings.from_env(services.env))
+                                             proxies=services.proxies)
     return clients
 
 
