@@ -103,6 +103,7 @@ CASES: list[tuple[ev.Event, str | None]] = [
     (ev.CacheProgress(key="127.0.0.1/sle.iso", error="404 Not Found", done=True),
      "[cache] 127.0.0.1/sle.iso failed: 404 Not Found"),
     (ev.CacheTotals(used_bytes=1, limit_bytes=2), None),
+    (ev.CacheQueue(active=1, downloads=1, queued=2, failed=0, limit=5), None),  # for /influxdb/minion
     (ev.Notice(level="warning", message="disk almost full", instance=2), "[slot 2] disk almost full"),
     (ev.Notice(level="info", message="cache cleaned"), "cache cleaned"),
     (ev.Notice(level="error", message="optipng missing", instance=1, job_id=42),
