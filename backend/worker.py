@@ -141,7 +141,8 @@ class Worker:
             await cache.open()
         self.services = SlotServices(
             bus=self.bus, prjdir=self.config.prjdir, isotovideo=self.config.isotovideo,
-            no_cleanup=self.config.no_cleanup, env=self.config.env, interface_version=interface_version,
+            no_cleanup=self.config.no_cleanup, env=self.config.env, proxies=self.config.proxies,
+            interface_version=interface_version,
             worker_hostname=hostname, image_pool=make_image_pool(), flags=self.flags, cache=cache,
             cgroups=await asyncio.to_thread(Cgroups.setup, self.config.tuning.cgroup if self.config.tuning else "auto"),
             test_sync_attempts=self.config.tuning.cache_test_sync_attempts if self.config.tuning else 3,

@@ -5,7 +5,8 @@ host. Here each cache transfer takes one of N flock'ed slot files under ``<cache
 the kernel keeps the count across qaworker processes (and ``AssetCache`` objects), and a process gives
 its slots back by dying. Within a process a semaphore queues the waiters first, so only N of them ever
 touch the lock files; when other processes hold every slot, one waiter blocks on one slot file in a
-thread (``locks.acquire``): woken by the kernel, no polling.
+thread (``locks.acquire``): woken by the kernel, no polling (a slot freed meanwhile by a third process is
+only seen by the next transfer that asks: rare, and never more than N at once).
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ class CacheWorkers:
         return None
 
     async def _take(self) -> int:
-        fd = await asyncio.to_thread(self._try_any)
+        attempt = asyncio.ensure_future(asyncio.to_thread(self._try_any))
+        try:
+            fd = await asyncio.shield(attempt)
+        except asyncio.CancelledError:  # the thread may still take a slot: give it back then
+            attempt.add_done_callback(lambda t: t.cancelled() or t.exception() or locks.release(t.result()))
+            raise
         if fd is not None:
             return fd
         files = self.slot_files()  # all held by other processes: wait for one of them

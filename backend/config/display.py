@@ -8,6 +8,7 @@ from typing import Any
 
 from backend.config.keys import Setting
 from backend.config.model import HostConfig, SlotConfig, WorkerConfig
+from backend.config.proxy import ProxySettings
 from backend.config.tuning import SLOT_SETTINGS, WORKER_SETTINGS
 
 MASK = "****"
@@ -76,13 +77,20 @@ def masked(config: WorkerConfig) -> dict:
         "metrics": f"{config.metrics_address}:{config.metrics_port}" if config.metrics_port else None,
         "env": _masked_dict(config.env),
         "tuning": _typed(WORKER_SETTINGS, config.tuning, config.tuning_origins),
-        "slots": {str(slot.instance): _masked_slot(slot) for slot in config.slots},
+        "slots": {str(slot.instance): _masked_slot(slot, config.env) for slot in config.slots},
         "warnings": list(config.warnings),
     }
 
 
-def _masked_host(h: HostConfig) -> dict:
+def _proxy_of(h: HostConfig, env: Mapping[str, str]) -> dict[str, str]:
+    proxies = ProxySettings.from_env(env)
+    proxy = proxies.proxy_for(h.base_url)
+    return {"value": mask_url_credentials(proxy) if proxy else "direct", "from": proxies.origin(h.base_url, env)}
+
+
+def _masked_host(h: HostConfig, env: Mapping[str, str]) -> dict:
     return {
+        "proxy": _proxy_of(h, env),
         "host": h.configured,
         "base_url": h.base_url,
         "api_key": mask_api_key(h.api_key),
@@ -98,13 +106,13 @@ def _masked_host(h: HostConfig) -> dict:
     }
 
 
-def _masked_slot(slot: SlotConfig) -> dict:
+def _masked_slot(slot: SlotConfig, env: Mapping[str, str]) -> dict:
     return {
         "pool_dir": str(slot.pool_dir),
         "settings": _masked_dict(dict(sorted(slot.settings.items()))),
         "origins": dict(sorted(slot.origins.items())),
         "tuning": _typed(SLOT_SETTINGS, slot.tuning, slot.tuning_origins),
-        "hosts": [_masked_host(h) for h in slot.hosts],
+        "hosts": [_masked_host(h, env) for h in slot.hosts],
     }
 
 
@@ -144,5 +152,6 @@ def format_masked(view: Mapping[str, Any]) -> str:
             typed = ("RETRIES", "RETRY_DELAY", "RETRY_DELAY_IF_WEBUI_BUSY")
             rows = [(k, value_text(host[k.lower()]), host["origins"].get(k, "")) for k in typed]
             rows += [(k, v, host["origins"].get(k, "")) for k, v in host["settings"].items() if k not in typed]
+            rows.append(("proxy", host["proxy"]["value"], host["proxy"]["from"]))  # HTTP(S)_PROXY, NO_PROXY
             lines += _aligned(rows, "    ")
     return "\n".join(lines)

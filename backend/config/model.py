@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.config.errors import ConfigError
+from backend.config.proxy import ProxySettings
 from backend.config.tuning import SlotTuning, WorkerTuning, resolve
 from backend.config.values import number_or
 
@@ -116,6 +117,11 @@ class WorkerConfig:
     tuning: WorkerTuning = None  # type: ignore[assignment]
     tuning_origins: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # one line each: unknown or unsupported keys
+
+    @property
+    def proxies(self) -> ProxySettings:
+        """HTTP(S)_PROXY / NO_PROXY as read at load time (issue 12 row 8)."""
+        return ProxySettings.from_env(self.env)
 
     def __post_init__(self) -> None:
         # A config built in code (tests, the demo) passes the environment here: interpret it once.

@@ -13,6 +13,8 @@ from backend.config.tuning import SLOT_SETTINGS, WORKER_SETTINGS
 _OWN_CGROUPS = ("not used: each job gets its own cgroup v2 under `QAWORKER_CGROUP` (default: qaworker's own "
                 "cgroup when systemd delegates it, the hierarchy found in /proc/self/mountinfo)")
 _CACHE_IN_PROCESS = "not used: qaworker's asset cache runs in the worker process (no cache service to talk to)"
+_PORTS = ("not used: they place the web UI's and the cache service's ports; qaworker has no cache service and "
+          "takes each web UI's port from `HOST`")
 
 # known, passed on or used as strings (no typed value)
 STRING_SETTINGS: tuple[Setting, ...] = (
@@ -71,6 +73,16 @@ UNSUPPORTED: tuple[Setting, ...] = (
     Setting("OPENQA_CACHE_MAX_INACTIVE_JOBS", _CACHE_IN_PROCESS, where="env"),
     Setting("OPENQA_CACHE_MAX_INACTIVE_JOBS_HARD_LIMIT", _CACHE_IN_PROCESS, where="env"),
     Setting("OPENQA_WORKER_CACHE_SERVICE_CHECK_INACTIVITY_TIMEOUT", _CACHE_IN_PROCESS, where="env"),
+    Setting("OPENQA_CACHE_SERVICE_QUIET", _CACHE_IN_PROCESS, where="env"),
+    Setting("OPENQA_CACHE_SERVICE_SQLITE_JOURNAL_MODE", "not used: qaworker always opens `cache.sqlite` in WAL "
+            "mode, so readers never wait for a download's write", where="env"),
+    Setting("OPENQA_SQLITE_BUSY_TIMEOUT", "not used: qaworker waits up to 60 s for a busy `cache.sqlite`, in a "
+            "thread of its own", where="env"),
+    Setting("OPENQA_SQLITE_SLOW_QUERY", "not used: `cache.sqlite` work runs in a thread of its own; there is no "
+            "slow-query log", where="env"),
+    Setting("OPENQA_BASE_PORT", _PORTS, where="env"),
+    Setting("OPENQA_SERVICE_PORT_DELTA", _PORTS, where="env"),
+    Setting("OPENQA_PORT_", _PORTS, where="env", prefix=True),
     Setting("OPENQA_CGROUP_SLICE", _OWN_CGROUPS, where="env"),
     Setting("MOJO_CGROUP_FS", _OWN_CGROUPS, where="env"),
     Setting("OPENQA_LOGFILE", "not used: headless logs go to stderr/journald, the dashboard's to `LOG_DIR`",

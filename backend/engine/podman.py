@@ -75,8 +75,10 @@ def container_command(settings: Mapping[str, str], pool_dir: Path, prjdir: Path,
             image, "sh", "-c", script]
 
 
-async def podman_command(settings: Mapping[str, str], pool_dir: Path, prjdir: Path) -> list[str] | None:
-    """``container_command`` off the loop; None when the job does not ask for a container."""
+async def podman_command(settings: Mapping[str, str], pool_dir: Path, prjdir: Path,
+                         extra_dirs: tuple[Path, ...] = ()) -> list[str] | None:
+    """``container_command`` off the loop; None when the job does not ask for a container. ``extra_dirs``:
+    where else vars.json points (the web UI's share directory, ``CACHEDIRECTORY``), mounted read-only."""
     if not wants_container(settings):
         return None
-    return await asyncio.to_thread(container_command, settings, pool_dir, prjdir)
+    return await asyncio.to_thread(container_command, settings, pool_dir, prjdir, extra_dirs)

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import HostConfig, SlotConfig
-from backend.engine import cmdsrv
+from backend.engine import cmdsrv, podman
 from backend.engine.cgroup import Cgroups
 from backend.engine.cgroup_usage import report_usage
 from backend.engine.isotovideo import IsotovideoProcess, build_command
 from backend.engine.mojoenv import mojo_defaults
 from backend.engine.monitor import STATE_DIR
-from backend.engine.podman import ContainerSetupError, podman_command
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
@@ -234,8 +233,10 @@ class Job:
 
     async def _start_isotovideo(self, env: dict[str, str]) -> bool:
         try:  # OS_AUTOINST_GIT_REPO: in podman (issue 12 row 14)
-            container = await podman_command(self.settings, self.pool_dir, self.ctx.prjdir)
-        except ContainerSetupError as exc:
+            cache = self.ctx.slot.settings.get("CACHEDIRECTORY")
+            container = await podman.podman_command(self.settings, self.pool_dir, self.ctx.prjdir,
+                                             (self.ctx.host.share_dir, *((Path(cache),) if cache else ())))
+        except podman.ContainerSetupError as exc:
             self.log.note(str(exc), logging.ERROR)
             self.request_stop(oc.SETUP_FAILURE, f"setup failure: {exc}")
             return False

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backend.config.proxy import ProxySettings
 from backend.engine.cgroup import Cgroups
 from backend.events import EventBus
 from backend.job.imageopt import ImagePool
@@ -51,6 +52,7 @@ class SlotServices:
     flags: StopFlags = field(default_factory=StopFlags)
     cache: AssetCache | None = None
     test_sync_attempts: int = 3  # OPENQA_CACHE_SERVICE_TEST_SYNC_ATTEMPTS
+    proxies: ProxySettings = field(default_factory=ProxySettings)  # WorkerConfig.proxies
     request_observer: Callable[[str], RequestObserver | None] = lambda _url: None
     # what a slot tells the worker
     on_incompatible: Callable[[], None] = lambda: None  # a web UI said this worker is incompatible

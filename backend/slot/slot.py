@@ -44,7 +44,6 @@ from backend.webui.messages import (
     StopCommand,
     parse_job,
 )
-from backend.webui.proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +356,7 @@ def _make_clients(config: SlotConfig, services: SlotServices) -> dict[str, ApiCl
     for host in config.hosts:
         observer = services.request_observer(host.base_url)
         clients[host.configured] = ApiClient(host, retry=RetryPolicy.from_host(host), observer=observer,
-                                             proxies=ProxySettings.from_env(services.env))
+                                             proxies=services.proxies)
     return clients
 
 

@@ -7,6 +7,7 @@ marks itself running (one file per process) so the test can count what runs at o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -128,5 +129,46 @@ async def test_a_slot_held_by_another_process_is_waited_for_and_freed_when_it_di
         if holder.returncode is None:
             os.killpg(holder.pid, signal.SIGKILL)
             await holder.wait()
+        await client.aclose()
+        await cache.close()
+
+
+async def test_a_cancelled_transfer_gives_up_its_place_and_leaks_no_slot(tmp_path, server, fakebin):  # noqa: F811
+    running = tmp_path / "rsync-running"
+    fake_rsync(fakebin, running, seconds=1.0)
+    server.add("iso", "a.iso", os.urandom(16 * 1024))
+    bus = EventBus()
+    queue = bus.subscribe()
+    cache = AssetCache(tmp_path / "cache", limit_bytes=1 << 30, min_free_percentage=None, bus=bus, workers=1)
+    await cache.open()
+    client = make_client(server.url)
+
+    async def until(wanted) -> None:
+        while not (isinstance(event := await queue.get(), CacheQueue) and wanted(event)):
+            pass
+
+    async def transfer() -> None:  # what a download task does; AssetCache.close() cancels those
+        async with cache.workers.slot(download=True):
+            await asyncio.sleep(60)
+
+    try:
+        sync = asyncio.create_task(cache.sync_tests("h", "rsync://127.0.0.1/tests"))
+        await asyncio.wait_for(until(lambda e: e.active == 1), 10)
+        waiting = asyncio.create_task(transfer())
+        await asyncio.wait_for(until(lambda e: e.queued == 1), 10)
+        waiting.cancel()  # while it waits for the host's only slot
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        assert (cache.workers.active, cache.workers.queued) == (1, 0)
+        await sync
+        running_one = asyncio.create_task(transfer())
+        await asyncio.wait_for(until(lambda e: e.active == 1 and e.downloads == 1), 10)
+        running_one.cancel()  # cancelled while holding the slot: it is given back
+        with contextlib.suppress(asyncio.CancelledError):
+            await running_one
+        path = await asyncio.wait_for(cache.get_asset(client, "127.0.0.1", 2, "iso", "a.iso"), 10)
+        assert path.stat().st_size == 16 * 1024
+        assert cache.workers.counts().failed == 0  # a cancellation is no failed transfer
+    finally:
         await client.aclose()
         await cache.close()

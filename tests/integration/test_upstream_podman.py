@@ -25,7 +25,9 @@ async def test_git_repo_runs_isotovideo_in_podman_with_upstreams_command(tmp_pat
     seen = tmp_path / "podman-env"
     fakebin.add("podman", f'echo "$(pwd) $HOME $XDG_RUNTIME_DIR" > {seen}\nexec {simulator_path(tmp_path)} -d\n')
     async with mock_web(tmp_path) as web:
-        config = make_config(tmp_path, [web.url])
+        cache = tmp_path / "elsewhere" / "cache"  # CACHEDIRECTORY outside the prjdir: vars.json points there
+        cache.mkdir(parents=True)
+        config = make_config(tmp_path, [web.url], settings={"CACHEDIRECTORY": str(cache)})
         async with running_worker(config):
             await wait_registered(web)
             branch = "fix; touch /tmp/pwned"  # must reach git as one quoted argument
@@ -42,6 +44,7 @@ async def test_git_repo_runs_isotovideo_in_podman_with_upstreams_command(tmp_pat
     assert argv[9:17] == ["--init", "--rm", "--entrypoint", "", "--device", "/dev/kvm", "-v", f"{pool}:/pool"]
     assert argv[17:19] == ["-w", "/pool"]
     assert f"{prjdir}/share:{prjdir}/share:ro" in argv  # the share directory, read-only at its own path
+    assert f"{cache}:{cache}:ro" in argv
     assert argv[-4] == DEFAULT_IMAGE
     assert argv[-3:-1] == ["sh", "-c"]
     script = argv[-1]

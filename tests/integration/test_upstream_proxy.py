@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from backend.webui.proxy import ProxySettings
+from backend.config.proxy import ProxySettings
 from tests.integration.harness import job_settings, make_config, mock_web, running_worker, wait_registered
 
 NAME = "webui.test"
