@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from app.scripted import build
 from textual.widgets import Button
 
-from app.scripted import build
 from app.tui import QaworkerApp
 from backend.state import CacheView, JobView, SlotView, UploadView
 from widgets.cache import overview_text, usage_text
