@@ -93,6 +93,10 @@ class RealWebUI:
                 return w
         return None
 
+    def schedule_for(self, worker: QaworkerProcess, **settings: str) -> int:
+        """A job only ``worker`` can take (its own WORKER_CLASS; see own_class)."""
+        return self.schedule(WORKER_CLASS=worker.worker_class, **settings)
+
     def wait_job(self, job_id: int, states=("done", "cancelled"), timeout: float = 90) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -100,7 +104,20 @@ class RealWebUI:
             if job["state"] in states:
                 return job
             time.sleep(0.2)
-        raise AssertionError(f"job {job_id} did not reach {states}: {self.job(job_id)}")
+        facts = self.scheduling_facts(job_id)
+        raise AssertionError(f"job {job_id} did not reach {states}: {self.job(job_id)}\n{facts}")
+
+    def scheduling_facts(self, job_id: int) -> str:
+        """What a failed wait needs to be understood: the workers of the job's class and the scheduler's last words."""
+        wanted = self.job(job_id).get("settings", {}).get("WORKER_CLASS")
+        rows = [f"  worker {w['id']} {w['host']}:{w['instance']} {w['status']} error={w.get('error')}"
+                for w in self.workers() if w["properties"].get("WORKER_CLASS") == wanted]
+        log = Path(os.environ.get("REALSTACK_LOGDIR", "/var/log/openqa-realstack")) / "scheduler.log"
+        try:
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+        except OSError as exc:
+            tail = [f"(no scheduler log: {exc})"]
+        return "\n".join([f"workers of class {wanted}:", *rows, f"{log}, last lines:", *tail])
 
     def wait_state(self, job_id: int, state: str, timeout: float = 60) -> dict:
         return self.wait_job(job_id, (state,), timeout)
@@ -111,6 +128,11 @@ class RealWebUI:
         for job in jobs.get("jobs", []):
             if str(job.get("settings", {}).get("WORKER_CLASS", "")).startswith(worker_class):
                 self.api("POST", f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def own_class(instance: int) -> str:
+    """A WORKER_CLASS per test worker, so no other worker (a concurrent run's, a dead one's) takes its jobs."""
+    return f"{WORKER_CLASS}_{instance}"
 
 
 @pytest.fixture(scope="session")
@@ -132,16 +154,19 @@ def webui() -> RealWebUI:
 
 class QaworkerProcess:
     def __init__(self, webui: RealWebUI, tmp: Path, instance: int, extra_ini: str = "",
-                 isotovideo: str = "/usr/bin/isotovideo", worker_class: str = WORKER_CLASS) -> None:
+                 isotovideo: str = "/usr/bin/isotovideo", worker_class: str | None = None) -> None:
         self.instance = instance
         self.host = os.uname().nodename
-        self.worker_class = worker_class
+        # Its own class: a worker record of an earlier test that died without `quit` stays "idle" in the
+        # web UI for worker_timeout (30 min), and the scheduler, picking at random among the free workers of
+        # a class, would now and then send this test's job to that ghost (seen in CI: jobs left scheduled).
+        self.worker_class = worker_class or own_class(instance)
         conf = tmp / f"config-{instance}"
         conf.mkdir(exist_ok=True)
         (conf / "workers.ini").write_text(
             f"[global]\nHOST = {webui.url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 1\n"
             f"RETRY_DELAY_IF_WEBUI_BUSY = 2\nQAWORKER_STOP_GRACE = 10\n{extra_ini}\n"
-            f"[{instance}]\nWORKER_CLASS = {worker_class}\n")
+            f"[{instance}]\nWORKER_CLASS = {self.worker_class}\n")
         (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {webui.key}\nsecret = {webui.secret}\n")
         self.log_path = tmp / f"qaworker-{instance}.log"
         env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_WORKER_CONNECT_INTERVAL": "1",

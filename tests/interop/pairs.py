@@ -7,20 +7,17 @@ from pathlib import Path
 from tests.interop.conftest import (
     PERL_CLASS,
     ROOT,
-    WORKER_CLASS,
     JobSummary,
     QaworkerProcess,
     RealWebUI,
+    own_class,
     record_comparison,
 )
 
+__all__ = ["own_class"]  # re-exported: the tests that take it from here
+
 # Debian's python3 so that the Perl worker (user _openqa-worker, no access to our venv under /root) can run it too.
 SIMULATOR = f"/usr/bin/python3 {ROOT / 'backend' / 'engine' / 'simulator.py'}"
-
-
-def own_class(instance: int) -> str:
-    """A WORKER_CLASS per test worker, so concurrent runs never take each other's jobs."""
-    return f"{WORKER_CLASS}_{instance}"
 
 
 def schedule_pair(webui: RealWebUI, worker: QaworkerProcess, **settings: str) -> tuple[int, int]:

@@ -55,7 +55,7 @@ def test_real_isotovideo_lives_in_its_job_cgroup_and_cancel_kills_it_whole(webui
     worker = qaworker(extra_ini=f"QAWORKER_CGROUP = {cgroup_root}")
     wait_until(lambda: (w := webui.worker(worker.host, worker.instance)) and w["status"] == "idle",
                message="worker idle")
-    job_id = webui.schedule(REALSTACK_SLEEP="60")
+    job_id = webui.schedule_for(worker, REALSTACK_SLEEP="60")
     webui.wait_state(job_id, "running")
     job_dir = cgroup_root / f"qaworker-slot{worker.instance}" / f"job-{job_id}"
     pid = wait_until(lambda: _isotovideo_pid(worker.log()), message="isotovideo started")
@@ -73,16 +73,23 @@ def test_real_isotovideo_lives_in_its_job_cgroup_and_cancel_kills_it_whole(webui
 
 
 def test_sigkilled_qaworkers_tree_is_gone_before_the_next_job_in_the_pool(webui, qaworker, tmp_path: Path):
+    """The crash took the job's monitor too (an OOM kill of the whole service, or a qaworker without live
+    restore): nothing can be adopted, so the sweep must kill the orphaned tree before the pool's next job."""
     worker = qaworker()
     wait_until(lambda: (w := webui.worker(worker.host, worker.instance)) and w["status"] == "idle",
                message="worker idle")
-    job_id = webui.schedule(REALSTACK_SLEEP="120")
+    job_id = webui.schedule_for(worker, REALSTACK_SLEEP="120")
     webui.wait_state(job_id, "running")
     pid = wait_until(lambda: _isotovideo_pid(worker.log()), message="isotovideo started")
     old_tree = wait_until(lambda: (t := _tree(pid)) and len(t) >= 3 and t, timeout=30, message="isotovideo's tree")
+    monitor = psutil.Process(pid).parent()
+    assert monitor is not None and monitor.pid != worker.proc.pid, "isotovideo runs under its job monitor"
     worker.signal(signal.SIGKILL)
+    monitor.kill()
     worker.wait(10)
-    assert len(_alive(old_tree)) == len(old_tree)  # the crash left the job running, as the issue describes
+    monitor.wait(10)
+    old_tree = [p for p in old_tree if p != monitor.pid]
+    assert len(_alive(old_tree)) == len(old_tree)  # the crash left the job's processes running
     # The web UI gives the job up (as it does once it notices the worker is gone), then a new job comes.
     webui.api("POST", f"/api/v1/jobs/{job_id}/set_done",
               params={"result": "incomplete", "reason": "abandoned: interop test gives the job up"})
@@ -91,7 +98,7 @@ def test_sigkilled_qaworkers_tree_is_gone_before_the_next_job_in_the_pool(webui,
     # Registered = past the slot's start, where nothing of an earlier life may be left.
     wait_until(lambda: "registered as worker" in restarted.log(), timeout=60, message="restarted worker registered")
     assert _alive(old_tree) == [], "the old isotovideo tree survived into the restarted worker's life"
-    new_id = webui.schedule()
+    new_id = webui.schedule_for(worker)
     job = webui.wait_job(new_id, timeout=120)
     assert (job["state"], job["result"]) == ("done", "passed"), restarted.log()[-3000:]
     swept = [line for line in restarted.log().splitlines() if "of an earlier job" in line]

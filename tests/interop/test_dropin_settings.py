@@ -36,7 +36,7 @@ def _perl_lock(path: Path, call: str) -> str:
 def test_terminate_after_jobs_done_exits_after_the_job(webui, qaworker):
     worker = qaworker(extra_ini="TERMINATE_AFTER_JOBS_DONE = 1")
     _idle(webui, worker)
-    job_id = webui.schedule()
+    job_id = webui.schedule_for(worker)
     assert worker.wait(90) == 0, worker.log()[-3000:]
     job = webui.wait_job(job_id)
     assert (job["state"], job["result"]) == ("done", "passed")
@@ -55,7 +55,7 @@ def test_lock_shared_with_minion(webui, qaworker, tmp_path):
     assert _perl_lock(lock, "$m->lock('interop_lock', 3600, {limit => 1})") == "1"
     worker = qaworker(extra_ini=f"CACHEDIRECTORY = {cache}\nLOCK_NAME = interop_lock\nLOCK_LIMIT = 1\n")
     _idle(webui, worker)
-    job_id = webui.schedule(REALSTACK_SLEEP="8")
+    job_id = webui.schedule_for(worker, REALSTACK_SLEEP="8")
     wait_until(lambda: "Limited by configured lock 'interop_lock'" in worker.log(), timeout=60,
                message="the job rejected for the lock")
     broken = wait_until(lambda: (w := webui.worker(worker.host, worker.instance)) and w["status"] == "broken" and w,
@@ -77,7 +77,7 @@ def test_lock_shared_with_minion(webui, qaworker, tmp_path):
 def test_sync_assets_hook(webui, qaworker):
     worker = qaworker(extra_ini="SYNC_ASSETS_HOOK = echo synced-by-hook in $(pwd)")
     _idle(webui, worker)
-    job_id = webui.schedule()
+    job_id = webui.schedule_for(worker)
     job = webui.wait_job(job_id)
     assert job["result"] == "passed", worker.log()[-3000:]
     log = _file(webui, job_id, "worker-log.txt")
@@ -89,7 +89,7 @@ def test_sync_assets_hook(webui, qaworker):
 def test_failing_sync_assets_hook_is_a_setup_failure(webui, qaworker):
     worker = qaworker(extra_ini="SYNC_ASSETS_HOOK = echo mirror down >&2; exit 4")
     _idle(webui, worker)
-    job = webui.wait_job(webui.schedule())
+    job = webui.wait_job(webui.schedule_for(worker))
     expected = ("incomplete", "setup failure: SYNC_ASSETS_HOOK exited with 4: mirror down")
     assert (job["result"], job["reason"]) == expected, worker.log()[-3000:]
     print(f"row 3: failing hook -> {job['result']} ({job['reason']})")
@@ -98,7 +98,7 @@ def test_failing_sync_assets_hook_is_a_setup_failure(webui, qaworker):
 def test_packages_cmd_is_uploaded(webui, qaworker):
     worker = qaworker(extra_ini="PACKAGES_CMD = echo os-autoinst-interop; echo perl-Mojolicious-interop")
     _idle(webui, worker)
-    job_id = webui.schedule()
+    job_id = webui.schedule_for(worker)
     assert webui.wait_job(job_id)["result"] == "passed"
     assert "worker_packages.txt" in webui.details(job_id)["logs"]
     assert _file(webui, job_id, "worker_packages.txt") == "os-autoinst-interop\nperl-Mojolicious-interop\n"
@@ -108,7 +108,7 @@ def test_packages_cmd_is_uploaded(webui, qaworker):
 def test_isotovideo_gets_the_mojo_environment(webui, qaworker):
     worker = qaworker()
     _idle(webui, worker)
-    job_id = webui.schedule(CASEDIR=MOJOENV_CASEDIR, TEST="qaworker-mojoenv")
+    job_id = webui.schedule_for(worker, CASEDIR=MOJOENV_CASEDIR, TEST="qaworker-mojoenv")
     job = webui.wait_job(job_id)
     assert job["result"] == "passed", worker.log()[-3000:]
     log = _file(webui, job_id, "autoinst-log.txt")

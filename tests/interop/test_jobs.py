@@ -19,7 +19,7 @@ def _idle(webui, worker):
 def test_job_passes_with_module_results(webui, qaworker):
     worker = qaworker()
     _idle(webui, worker)
-    job_id = webui.schedule()
+    job_id = webui.schedule_for(worker)
     job = webui.wait_job(job_id)
     assert (job["state"], job["result"]) == ("done", "passed"), worker.log()[-3000:]
     details = webui.details(job_id)
@@ -32,14 +32,14 @@ def test_job_passes_with_module_results(webui, qaworker):
 def test_failing_job(webui, qaworker):
     worker = qaworker()
     _idle(webui, worker)
-    job = webui.wait_job(webui.schedule(REALSTACK_FAIL="1"))
+    job = webui.wait_job(webui.schedule_for(worker, REALSTACK_FAIL="1"))
     assert (job["state"], job["result"]) == ("done", "failed")
 
 
 def test_cancel_mid_run(webui, qaworker):
     worker = qaworker()
     _idle(webui, worker)
-    job_id = webui.schedule(REALSTACK_SLEEP="60")
+    job_id = webui.schedule_for(worker, REALSTACK_SLEEP="60")
     webui.wait_state(job_id, "running")
     webui.api("POST", f"/api/v1/jobs/{job_id}/cancel").raise_for_status()
     job = webui.wait_job(job_id, timeout=60)
@@ -50,7 +50,7 @@ def test_cancel_mid_run(webui, qaworker):
 def test_quit_mid_run_leaves_incomplete_with_clone(webui, qaworker):
     worker = qaworker()
     _idle(webui, worker)
-    job_id = webui.schedule(REALSTACK_SLEEP="60")
+    job_id = webui.schedule_for(worker, REALSTACK_SLEEP="60")
     webui.wait_state(job_id, "running")
     worker.signal(signal.SIGTERM)
     assert worker.wait(60) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.interop.conftest import WORKER_CLASS, wait_until
+from tests.interop.conftest import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -13,7 +13,7 @@ def test_registers_and_is_listed_idle(webui, qaworker):
     worker = qaworker()
     listed = wait_until(lambda: (w := webui.worker(worker.host, worker.instance)) and w["status"] == "idle" and w,
                         message="worker listed idle")
-    assert listed["properties"]["WORKER_CLASS"] == WORKER_CLASS
+    assert listed["properties"]["WORKER_CLASS"] == worker.worker_class
     assert int(listed["instance"]) == worker.instance
     assert listed["host"] == worker.host
 
