@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import wait_until
+from tests.interop.conftest import PERL_CLASS, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -122,7 +122,7 @@ def test_restarted_job_is_aborted_with_reason_abort(webui, qaworker):
     # restarting a running job makes the web UI send `abort`; without base_state.json the worker says why
     worker = qaworker()
     _idle(webui, worker)
-    job_id = webui.schedule(REALSTACK_SLEEP="60")
+    job_id = webui.schedule_for(worker, REALSTACK_SLEEP="60")
     webui.wait_state(job_id, "running")
     webui.api("POST", f"/api/v1/jobs/{job_id}/restart").raise_for_status()
     job = webui.wait_job(job_id, timeout=60)
@@ -135,7 +135,7 @@ def test_restarted_job_is_aborted_with_reason_abort(webui, qaworker):
 
 def test_perl_worker_also_says_abort(webui, perl_worker):
     # the baseline the row-11 test asserts: the Perl worker's reason for the same restart
-    job_id = webui.schedule(REALSTACK_SLEEP="60", WORKER_CLASS="realstack")
+    job_id = webui.schedule(REALSTACK_SLEEP="60", WORKER_CLASS=PERL_CLASS)
     webui.wait_state(job_id, "running", timeout=90)
     webui.api("POST", f"/api/v1/jobs/{job_id}/restart").raise_for_status()
     job = webui.wait_job(job_id, timeout=90)
