@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from app.scripted import build
 from textual.widgets import Button
 
 from app.tui import QaworkerApp
 from backend.state import CacheView, JobView, SlotView, UploadView
+from tests.tui.scripted import build
 from widgets.cache import overview_text, usage_text
 from widgets.dialogs import ConfirmScreen, QuitScreen
 from widgets.job import summary_text, upload_text
