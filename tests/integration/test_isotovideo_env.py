@@ -18,7 +18,8 @@ from tests.integration.harness import (
 def _env_recording_isotovideo(tmp_path) -> str:
     script = tmp_path / "isotovideo-env"
     simulator = shlex.join(simulator_path(tmp_path).split())
-    script.write_text(f'#!/bin/sh\nenv > "$PWD/env-seen.txt"\nexec {simulator} "$@"\n')
+    # only the job's run writes the record (in the pool); the start-up's interface query runs in our cwd
+    script.write_text(f'#!/bin/sh\ncase "$PWD" in */pool/*) env > "$PWD/env-seen.txt";; esac\nexec {simulator} "$@"\n')
     script.chmod(0o755)
     return str(script)
 
