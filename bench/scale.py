@@ -12,7 +12,11 @@ Prints loop lag p50/p99/max, RSS (worker process) and CPU (worker process only, 
 phase. Never asserts.
 
     .venv/bin/python bench/scale.py [--slots 100] [--rate 1] [--duration 40] [--idle 10] [--blame]
-        [--loop asyncio|uvloop] [--gc default|freeze|freeze-tuned]
+        [--loop asyncio|uvloop] [--gc default|freeze|freeze-tuned] [--profile FILE]
+
+The loop gets the worker's default thread pool with every thread started before the loop runs
+(``app.threads.started_pool``, as ``app.run`` does), so a ``to_thread`` never starts a thread on the loop.
+``--profile FILE`` runs cProfile on the loop's thread during the load phase (pstats file + top functions).
 """
 
 from __future__ import annotations
@@ -20,17 +24,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import pstats
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.threads import started_pool
 from backend.webui.auth import auth_headers, request_target
 from backend.worker import Worker
 from bench.common import ROOT, TimedLagProbe, fmt_lag, lag_window, mib, stop_process
@@ -108,7 +118,7 @@ class Sampler:
 
 
 async def bench(slots: int, rate: float, duration: float, idle: float, blame: LoopAccounting | None,
-                gc_policy: str) -> None:
+                gc_policy: str, profile: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         mock = MockProcess(tmp)
@@ -135,9 +145,14 @@ async def bench(slots: int, rate: float, duration: float, idle: float, blame: Lo
             t_idle1, cpu_idle1 = time.time(), sampler.cpu()
             if blame is not None:
                 blame.reset()  # book the load phase only
+            profiler = cProfile.Profile() if profile is not None else None
+            if profiler is not None:
+                profiler.enable()  # this thread only: what the loop runs
             ids = await load(mock, rate, duration)
             done = await wait_done(mock, ids, timeout=duration + 120)
             t_load1, cpu_load1 = time.time(), sampler.cpu()
+            if profiler is not None:
+                profiler.disable()
             jobs = (await mock.api("GET", "/api/v1/jobs"))["jobs"]
             results: dict[str, int] = {}
             for job in jobs:
@@ -162,6 +177,8 @@ async def bench(slots: int, rate: float, duration: float, idle: float, blame: Lo
             if blame is not None:
                 print("\nwhat the loop ran during the load phase (bench/loopblame.py):")
                 print(blame.report(span))
+            if profiler is not None and profile is not None:
+                print_profile(profiler, profile)
         finally:
             if worker is not None and task is not None:
                 worker.quit()
@@ -171,6 +188,19 @@ async def bench(slots: int, rate: float, duration: float, idle: float, blame: Lo
             if sampler.task:
                 sampler.task.cancel()
             await mock.close()
+
+
+def print_profile(profiler: cProfile.Profile, into: Path) -> None:
+    profiler.dump_stats(str(into))
+    print(f"\ncProfile of the loop thread during the load phase (inflated by the profiler; {into}):")
+    stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(40)
+
+
+async def with_default_pool(pool: ThreadPoolExecutor, coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.get_running_loop().set_default_executor(pool)
+    await coro
 
 
 async def load(mock: MockProcess, rate: float, duration: float) -> list[int]:
@@ -210,17 +240,23 @@ def main() -> int:
     parser.add_argument("--gc", choices=GC_POLICIES, default="default", dest="gc_policy",
                         help="garbage-collector policy applied once the slots are up (bench/gcpolicy.py)")
     parser.add_argument("--blame", action="store_true", help="per-callback accounting of the loop (load phase)")
+    parser.add_argument("--profile", type=Path, help="cProfile of the loop thread during the load phase into FILE")
     args = parser.parse_args()
     blame = LoopAccounting() if args.blame else None
     if blame is not None:
         blame.install()
-    coro = bench(args.slots, args.rate, args.duration, args.idle, blame, args.gc_policy)
-    if args.loop == "uvloop":
-        import uvloop
+    pool = started_pool()  # before the loop runs, as app.threads.run does for the worker
+    coro = with_default_pool(pool, bench(args.slots, args.rate, args.duration, args.idle, blame, args.gc_policy,
+                                   args.profile))
+    try:
+        if args.loop == "uvloop":
+            import uvloop
 
-        uvloop.run(coro)
-    else:
-        asyncio.run(coro)
+            uvloop.run(coro)
+        else:
+            asyncio.run(coro)
+    finally:
+        pool.shutdown(wait=False)
     return 0
 
 

@@ -16,7 +16,10 @@ writes them: Sub filter, zlib level 1, Z_RLE), deterministic seeds. Four parts:
 4. ``--naive``: optipng on the event loop, what a straightforward port would do (slow: off by default).
 
     .venv/bin/python bench/upload.py [--count 500] [--pick-count 24] [--pick-reps 3] [--rate 20]
-                                     [--skip-pick] [--skip-stream] [--naive]
+                                     [--skip-pick] [--skip-stream] [--naive] [--blame]
+
+The loop runs with the worker's started default pool (``app.threads.run``, as ``app.run`` does).
+``--blame`` prints bench/loopblame.py's per-callback accounting for each round.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app import threads  # noqa: E402
 from backend.engine.png import screenshot_png  # noqa: E402
 from backend.engine.watch import PoolWatcher  # noqa: E402
 from backend.job.imageopt import OXIPNG_PRESET, ImagePool, Optimizer, available_cores  # noqa: E402
 from backend.job.upload import UploadSettings  # noqa: E402
 from bench.common import TimedLagProbe, fmt_lag, lag_stats  # noqa: E402
+from bench.loopblame import LoopAccounting  # noqa: E402
 from tests.integration.upload_support import FakeWebUI, make_reporter  # noqa: E402
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before oxipng loads (lazily): one core per call in part 1
@@ -152,7 +157,8 @@ async def _optipng_on_the_loop(path: Path, settings: UploadSettings) -> None:
     subprocess.run(["optipng", "-quiet", "-o2", str(path)], check=False)  # noqa: ASYNC221
 
 
-async def one_round(variant: str, images: list[Path], image_pool: ImagePool, tmp: Path) -> dict[str, Any]:
+async def one_round(variant: str, images: list[Path], image_pool: ImagePool, tmp: Path,
+                    blame: LoopAccounting | None = None) -> dict[str, Any]:
     web = FakeWebUI()
     await web.start()
     pool = tmp / f"pool-{variant}"
@@ -162,10 +168,14 @@ async def one_round(variant: str, images: list[Path], image_pool: ImagePool, tmp
         h.reporter.shots._run_optimizer = _optipng_on_the_loop  # type: ignore[method-assign]
     probe = TimedLagProbe(0.01)
     probe.start()
+    if blame is not None:
+        blame.reset()
     started = time.perf_counter()
     await h.reporter.final_status()
     elapsed = time.perf_counter() - started
     await probe.stop()
+    if blame is not None:
+        print(f"\nround {variant}: what the loop ran (bench/loopblame.py)\n{blame.report(elapsed)}", flush=True)
     await h.reporter.aclose()
     await h.client.aclose()
     await web.stop()
@@ -261,7 +271,11 @@ async def main() -> None:
     parser.add_argument("--skip-stream", action="store_true")
     parser.add_argument("--pick-only", action="store_true")
     parser.add_argument("--naive", action="store_true", help="also optipng on the event loop (slow)")
+    parser.add_argument("--blame", action="store_true", help="per-callback accounting of the loop in each round")
     args = parser.parse_args()
+    blame = LoopAccounting() if args.blame else None
+    if blame is not None:
+        blame.install()
     tmp = Path(tempfile.mkdtemp(prefix="qaworker-bench-upload-"))
     try:
         print(f"{time.strftime('%Y-%m-%d')}, {available_cores()} cores, load average "
@@ -280,7 +294,7 @@ async def main() -> None:
                 await asyncio.gather(*(image_pool.optimize(warm, Optimizer(method)) for _ in range(image_pool.size)))
             idle = await idle_lag(3)
             variants = ["none", "oxipng", "optipng"] + (["naive"] if args.naive else [])
-            rounds = {v: await one_round(v, images, image_pool, tmp) for v in variants}
+            rounds = {v: await one_round(v, images, image_pool, tmp, blame) for v in variants}
             raw = sum(p.stat().st_size for p in images)
             print(f"\n2. one final round, {args.count} screenshots ({raw / 1e6:.1f} MB as written), image pool of "
                   f"{image_pool.size} helpers, recording web UI on 127.0.0.1")
@@ -313,4 +327,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     threading.current_thread().name = "bench"
-    asyncio.run(main())
+    threads.run(main())

@@ -175,6 +175,8 @@ class ImagePool:
         self._local = threading.local()
         self._helpers: set[_Helper] = set()
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._threads_started = False
         self._closed = False
 
     # -- the loop side ------------------------------------------------------------------------------------
@@ -187,6 +189,8 @@ class ImagePool:
         """Optimise ``path`` in place; returns the new size. Raises OptimizeError after ``attempts``."""
         if self._closed:
             raise OptimizeError("Unable to optimize image: the worker is shutting down")
+        if not self._threads_started:
+            await asyncio.to_thread(self._start_threads)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._optimize, str(path), method, attempts, pause)
 
@@ -212,6 +216,22 @@ class ImagePool:
         await asyncio.to_thread(self.shutdown, True, True)
 
     # -- the pool threads ----------------------------------------------------------------------------------
+    def _start_threads(self) -> None:
+        """Every pool thread running before the loop submits to the pool (called in a default-pool thread):
+        a submit that finds no idle thread starts one, and ``Thread.start()`` waits until it runs — tens
+        of ms on a busy machine, which must not happen on the loop."""
+        with self._start_lock:
+            if self._threads_started:
+                return
+            gate = threading.Barrier(self.size + 1)
+            try:
+                for _ in range(self.size):  # each blocks at the gate, so each submit starts a thread
+                    self._executor.submit(gate.wait, 30)
+                gate.wait(30)
+            except (RuntimeError, threading.BrokenBarrierError):  # shut down meanwhile
+                gate.abort()
+            self._threads_started = True
+
     def _helper(self) -> _Helper:
         helper: _Helper | None = getattr(self._local, "helper", None)
         if helper is not None and helper.alive:

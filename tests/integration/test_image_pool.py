@@ -6,13 +6,15 @@ import asyncio
 import hashlib
 import os
 import signal
+import threading
 from pathlib import Path
 
 import psutil
 import pytest
 
+from app.threads import started_pool
 from backend.engine.png import screenshot_png
-from backend.job.imageopt import ImagePool, OptimizeError, Optimizer, choose_optimizer
+from backend.job.imageopt import ImagePool, OptimizeError, Optimizer, choose_optimizer, make_image_pool
 from tests.pngdecode import rgb_pixels
 
 
@@ -170,3 +172,37 @@ async def test_optipng_dies_with_its_helper_and_the_attempt_is_retried(pool, tmp
     await wait_gone([helper.pid, optipng.pid])  # optipng too: PR_SET_PDEATHSIG
     await job  # the next attempt on a new helper did the work
     assert rgb_pixels(path.read_bytes()) == pixels
+
+
+async def test_the_workers_pool_runs_one_helper_per_core(tmp_path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    p = make_image_pool()
+    try:
+        assert p.size == cores
+        paths = write_shots(tmp_path, 2 * cores, (512, 384))
+        await asyncio.gather(*(p.optimize(x) for x in paths))
+        assert len(p.pids()) == cores  # every core got a helper of its own
+    finally:
+        await p.aclose()
+
+
+async def test_optimising_starts_no_thread_on_the_event_loop(tmp_path, monkeypatch) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(started_pool(4))  # as the worker's loop has (app.threads.run)
+    started_by: list[str] = []
+    original = threading.Thread.start
+
+    def recording_start(thread: threading.Thread) -> None:
+        started_by.append(threading.current_thread().name)
+        original(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    p = ImagePool(2)
+    try:
+        paths = write_shots(tmp_path, 4)
+        await asyncio.gather(*(p.optimize(x) for x in paths))
+        assert len(p.pids()) == 2
+    finally:
+        await p.aclose()
+    assert started_by, "the pool started no threads at all"
+    assert threading.current_thread().name not in started_by  # Thread.start() waits: never on the loop

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
+from app.threads import started_pool
 from tests.integration.upload_support import Harness
 
 FAST = {"LOCAL_UPLOAD": "0", "QAWORKER_UPLOAD_DELAY": "0.01"}
@@ -94,6 +97,35 @@ async def test_chunk_failures_are_retried_per_chunk(harness: Harness) -> None:
     assert await h.reporter.final_uploads("done") is None
     assert h.web.uploads(asset="public")[0].content == data
     assert h.web.upload_states == []
+
+
+async def test_a_chunked_asset_starts_and_ends_its_chunk_thread_off_the_loop(harness: Harness, monkeypatch) -> None:
+    h = harness
+    asyncio.get_running_loop().set_default_executor(started_pool(4))  # as the worker's loop has (app.threads.run)
+    h.reporter.ctx.settings.update({**FAST, "UPLOAD_CHUNK_SIZE": "1000"})
+    data = os.urandom(3500)
+    (h.pool / "assets_public").mkdir(parents=True)
+    (h.pool / "assets_public" / "a.qcow2").write_bytes(data)
+    started_by: list[str] = []
+    joined_by: list[str] = []
+    start, join = threading.Thread.start, threading.Thread.join
+
+    def recording_start(thread: threading.Thread) -> None:
+        started_by.append(threading.current_thread().name)
+        start(thread)
+
+    def recording_join(thread: threading.Thread, timeout: float | None = None) -> None:
+        joined_by.append(threading.current_thread().name)
+        join(thread, timeout)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    monkeypatch.setattr(threading.Thread, "join", recording_join)
+    assert await h.reporter.final_uploads("done") is None
+    monkeypatch.undo()
+    assert h.web.uploads(asset="public")[0].content == data
+    assert started_by, "no chunk thread was started"
+    loop_thread = threading.current_thread().name
+    assert loop_thread not in started_by and loop_thread not in joined_by  # both wait: never on the loop
 
 
 async def test_a_chunk_that_keeps_failing_aborts_the_asset_and_tells_the_web_ui(harness: Harness) -> None:
