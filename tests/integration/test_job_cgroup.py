@@ -21,7 +21,6 @@ from backend import events as ev
 from backend.engine.cgroup import Cgroups, JobCgroup, find_root
 from backend.engine.sweep import CLAIMS, sweep_pool
 from backend.metrics import Metrics
-from tests.cgroup_support import make_test_root, remove_test_root
 from tests.helpers import free_instance
 from tests.integration.harness import (
     job_settings,
@@ -44,14 +43,6 @@ os.wait()
 print('ready', flush=True)
 time.sleep(300)
 """
-
-
-@pytest.fixture
-def cgroup_root():
-    root = make_test_root()
-    yield root
-    if root is not None:
-        remove_test_root(root)
 
 
 def _alive(pid: int) -> bool:

@@ -10,18 +10,9 @@ import psutil
 import pytest
 
 from backend.engine.cgroup import JobCgroup
-from tests.cgroup_support import make_test_root, remove_test_root
 from tests.interop.conftest import wait_until
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def cgroup_root():
-    root = make_test_root()
-    yield root
-    if root is not None:
-        remove_test_root(root)
 
 
 def _alive(pids: list[int]) -> list[int]:
