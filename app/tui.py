@@ -49,6 +49,7 @@ from widgets.slots import SlotTable
 log = logging.getLogger(__name__)
 
 RC_TERMINAL_LOST = 75  # EX_TEMPFAIL: the terminal went away; the caller goes on headless
+RC_HAND_OVER = 76  # SIGUSR2: the terminal is given back, then the caller hands the jobs over (exit 75)
 RENDER_INTERVAL = 0.1  # at most ~10 renders per second, however busy the bus is
 NARROW_WIDTH = 120
 TERMINAL_CHECK_INTERVAL = 2.0
@@ -244,7 +245,7 @@ class QaworkerApp(App[int]):
         # Textual's Linux driver handles none of these; without them SIGTERM would kill us mid-screen.
         loop = asyncio.get_running_loop()
         handlers = {signal.SIGTERM: self._on_sigterm, signal.SIGINT: self._on_sigterm,
-                    signal.SIGHUP: self._on_sighup}
+                    signal.SIGHUP: self._on_sighup, signal.SIGUSR2: self._on_sigusr2}
         for sig, handler in handlers.items():
             try:
                 loop.add_signal_handler(sig, handler)
@@ -294,6 +295,12 @@ class QaworkerApp(App[int]):
     def _on_sigterm(self) -> None:
         log.info("SIGTERM/SIGINT: quitting")
         self._command("quit", self.runtime.quit)
+
+    def _on_sigusr2(self) -> None:
+        # Hand-over: leave the screen first (a bare exit would leave the terminal in application mode),
+        # then app/run.py exits 75 with the jobs running on (backend.slot.adopthandover).
+        log.info("SIGUSR2: leaving the dashboard for the hand-over")
+        self.exit(RC_HAND_OVER, return_code=RC_HAND_OVER)
 
     def _on_sighup(self) -> None:
         # A hangup with a dead terminal is an SSH drop, not a request to drain: hand over to headless.

@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 import psutil
 import pytest
 
 from backend.engine.procs import MARKER_ENV
-from backend.engine.simulator import simulator_command
-from tests.e2e.pty_helpers import PtySession
+from tests.e2e.pty_helpers import start_dashboard
 from tests.helpers import free_instance
-from tests.integration.harness import KEY, SECRET, job_settings, mock_web, start_worker_process, wait_registered
+from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,19 +53,7 @@ def _describe(procs: list[psutil.Process]) -> list[tuple[int, str]]:
 async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(tmp_path) -> None:
     async with mock_web(tmp_path) as web:
         instance = free_instance()
-        conf = tmp_path / "conf"
-        conf.mkdir()
-        (conf / "workers.ini").write_text(
-            f"[global]\nHOST = {web.url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nQAWORKER_STOP_GRACE = 3\n"
-            f"QAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\nLOG_DIR = {tmp_path}\n"
-            f"[{instance}]\nWORKER_CLASS = test\n")
-        (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
-        (tmp_path / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True)
-        env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp_path / "base"),
-               "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "QAWORKER_CONTROL_SOCKET": str(tmp_path / "control.sock"),
-               "TERM": "xterm-256color"}
-        session = PtySession([sys.executable, "-m", "app.cli", "--instance", str(instance), "--isotovideo",
-                              simulator_command()], env)
+        session = start_dashboard(tmp_path, web.url, instance)
         restarted = None
         everything: list[psutil.Process] = []
         try:
