@@ -56,6 +56,9 @@ TERMINAL_CHECK_INTERVAL = 2.0
 PUMP_BATCH = 256  # events the pump handles before it lets the loop run other callbacks
 PUMP_SUBSCRIPTION = 10_000  # the pump's bus queue; the view is complete even if it overflows
 PUMP_RESTART_MAX_DELAY = 5.0  # a pump that fails on every event is restarted at most this often
+# Frequent events nothing on the dashboard draws (the read model does not fold them; CacheQueue feeds
+# /influxdb/minion): the pump skips them instead of scheduling a redraw that would change nothing.
+NOT_DRAWN: tuple[type[ev.Event], ...] = (ev.CacheQueue,)
 PUMP = "event-pump"
 WAIT_STOPPED = "wait-stopped"
 
@@ -360,6 +363,8 @@ class QaworkerApp(App[int]):
 
     def handle_event(self, event: ev.Event) -> None:
         """One bus event: toast what needs attention, and mark the screen dirty (the view has the rest)."""
+        if isinstance(event, NOT_DRAWN):
+            return
         match event:
             case ev.Notice(level="warning" | "error"):
                 where = f"slot {event.instance}: " if event.instance is not None else ""

@@ -204,3 +204,30 @@ async def test_a_rendering_bug_is_shown_once_and_the_screen_recovers_when_it_is_
         rt.emit(ev.SlotStateChanged, instance=2, state=SlotState.BROKEN, reason="disk gone")
         table = dashboard.screen.query_one(SlotTable)
         await until(pilot, lambda: cell(table, 2, "state") == "broken", "the table drawn again")
+
+
+async def test_a_cache_queue_storm_costs_no_redraw_and_the_next_drawn_event_shows() -> None:
+    """CacheQueue (every download queued, started, ended) is drawn nowhere: it must not keep redrawing."""
+    rt = build("idle")
+    app = QaworkerApp(rt, clock=rt.clock)
+    renders = 0
+    original = app._render_now
+
+    def counting_render() -> None:
+        nonlocal renders
+        renders += 1
+        original()
+
+    app._render_now = counting_render  # type: ignore[method-assign]
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: "36.0 GiB / 50.0 GiB" in cache_text(app), "the first render")
+        await pilot.pause(0.3)  # the start-up renders are over
+        renders_before, started = renders, time.monotonic()
+        for n in range(50):  # spread over several throttle intervals: each would get a redraw of its own
+            rt.emit(ev.CacheQueue, active=n % 5, downloads=n % 5, queued=n % 3, failed=0, limit=5)
+            await pilot.pause(0.02)
+        await pilot.pause(RENDER_INTERVAL * 2)
+        # only the once-a-second clock (uptime, elapsed) redraws meanwhile, not ~10 per second
+        assert renders - renders_before <= time.monotonic() - started + 1
+        rt.emit(ev.CacheTotals, used_bytes=7 * 1024**3, limit_bytes=10 * 1024**3)
+        await until(pilot, lambda: "7.0 GiB / 10.0 GiB" in cache_text(app), "the cache totals after the storm")
