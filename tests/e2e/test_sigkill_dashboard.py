@@ -14,40 +14,11 @@ import signal
 import psutil
 import pytest
 
-from backend.engine.procs import MARKER_ENV
 from tests.e2e.pty_helpers import start_dashboard
-from tests.helpers import free_instance
+from tests.helpers import describe, free_instance, job_processes_of, living
 from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def _is_job_process(proc: psutil.Process) -> bool:
-    try:
-        return MARKER_ENV in proc.environ()
-    except psutil.Error:
-        return False
-
-
-def _describe(procs: list[psutil.Process]) -> list[tuple[int, str]]:
-    out = []
-    for proc in procs:
-        try:
-            out.append((proc.pid, " ".join(proc.cmdline())[:100]))
-        except psutil.Error:
-            out.append((proc.pid, "?"))
-    return out
 
 
 async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(tmp_path) -> None:
@@ -67,31 +38,30 @@ async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(
                 return [p for p in worker.children(recursive=True) if "pngworker" in " ".join(p.cmdline())]
 
             await web.wait_for(lambda: bool(helpers()), 30)
-            job_tree = [p for p in psutil.process_iter() if _is_job_process(p)
-                        and p.environ().get(MARKER_ENV, "").startswith(f"qaworker-{worker.pid}-")]
+            job_tree = job_processes_of(worker.pid)
             descendants = worker.children(recursive=True)
             own = [p for p in descendants if p not in job_tree]  # image pool, resource tracker, ...
             everything = list({p.pid: p for p in descendants + job_tree}.values())
-            assert own and len(job_tree) >= 2, _describe(descendants)
-            print("own helpers:", _describe(own))
+            assert own and len(job_tree) >= 2, describe(descendants)
+            print("own helpers:", describe(own))
 
             os.kill(worker.pid, signal.SIGKILL)
             await asyncio.to_thread(session.proc.wait, 10)
             for _ in range(100):  # PR_SET_PDEATHSIG / EOF: at once, but let the kernel deliver it
-                if not _running(own):
+                if not living(own):
                     break
                 await asyncio.sleep(0.05)
-            assert _running(own) == [], _describe(_running(own))
+            assert living(own) == [], describe(living(own))
 
             web.state.abandon(web.jobs[job_id], "abandoned: associated worker has gone")
             web.notify()
             restarted = await start_worker_process(tmp_path, web.url, instance)
             await web.wait_for(lambda: sum(1 for w in web.workers.values() if w.connected) >= 1, 30)
             for _ in range(100):
-                if not _running(everything):
+                if not living(everything):
                     break
                 await asyncio.sleep(0.05)
-            assert _running(everything) == [], _describe(_running(everything))
+            assert living(everything) == [], describe(living(everything))
         finally:
             if session.proc.poll() is None:
                 psutil.Process(session.proc.pid).kill()
@@ -99,5 +69,5 @@ async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(
             if restarted is not None and restarted.returncode is None:
                 restarted.terminate()
                 await restarted.wait()
-            for proc in _running(everything):  # only on failure: ours, by pid
+            for proc in living(everything):  # only on failure: ours, by pid
                 proc.kill()

@@ -14,11 +14,9 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psutil
-
 from backend.mockweb.jobs import image_path
 from backend.mockweb.server import MockWebUI
-from tests.helpers import free_instance
+from tests.helpers import alive, free_instance
 from tests.integration.harness import start_worker_process
 
 
@@ -131,7 +129,4 @@ def assert_passed_without_clone(web: MockWebUI, job_id: int, modules: int) -> No
 
 
 def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    return not alive(pid)
