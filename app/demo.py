@@ -24,6 +24,7 @@ from pathlib import Path
 from app import threads
 from app.demo_env import TerminalWatch, end_descendants, reserve_instances
 from backend.config import HostConfig, SlotConfig, WorkerConfig
+from backend.config.environment import read_environment
 from backend.events import SlotState
 from backend.metrics import LagProbe
 from backend.mockweb.server import MockWebUI
@@ -229,8 +230,7 @@ class DemoFeeder:
 async def run_demo(no_ui: bool, slots: int, duration: float | None, workdir: Path) -> int:
     from app.run import main_async
 
-    start = os.environ.get(FIRST_INSTANCE_ENV)
-    reservation = reserve_instances(slots, int(start) if start else None)
+    reservation = reserve_instances(slots, read_environment().demo_first_instance)
     web = MockWebUI(workdir / "webui", api_key=DEMO_KEY, api_secret=DEMO_SECRET)
     await web.start()
     config = demo_config(workdir, web.url, reservation.instances)

@@ -46,6 +46,9 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
 
+from backend.config.environment import read_environment
+from backend.config.errors import ConfigError
+
 ENV_THRESHOLD_MS = "QAWORKER_SLOW_CALLBACK_MS"
 OURS = "slow callback in our code"
 NOT_OURS = "slow callback outside our code"
@@ -534,15 +537,13 @@ def disable(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def threshold_from_env(env: dict[str, str] | None = None) -> float | None:
-    value = (os.environ if env is None else env).get(ENV_THRESHOLD_MS, "").strip()
-    if not value:
-        return None
+    """``QAWORKER_SLOW_CALLBACK_MS`` in seconds; a bad value was refused at start-up (app/cli.py), so here
+    it is only logged and ignored (a library caller, a test)."""
     try:
-        ms = float(value)
-    except ValueError:
-        logging.getLogger(__name__).warning("ignoring %s=%r: not a number of milliseconds", ENV_THRESHOLD_MS, value)
+        return read_environment(env).slow_callback_seconds
+    except ConfigError as exc:
+        logging.getLogger(__name__).warning("ignoring %s", exc)
         return None
-    return ms / 1000 if ms > 0 else None
 
 
 def configure(loop: asyncio.AbstractEventLoop | None = None, loop_thread: tuple[int, int] | None = None) -> None:

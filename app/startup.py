@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backend.config import SYSTEM_CONFIG_DIRS, SYSTEM_DIRS_ENV, CliOptions, WorkerConfig
+from backend.config import CliOptions, WorkerConfig
+from backend.config.lookup import system_config_dirs
 
 
 def _system_dirs(environ: dict[str, str] | None = None) -> list[Path]:
-    value = (os.environ if environ is None else environ).get(SYSTEM_DIRS_ENV)
-    return [Path(p) for p in value.split(":") if p] if value else list(SYSTEM_CONFIG_DIRS)
+    return system_config_dirs(os.environ if environ is None else environ)
 
 
 def _instances(numbers: list[int]) -> str:

@@ -12,6 +12,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from backend.config.environment import read_environment
 from backend.config.errors import ConfigError
 
 SYSTEM_CONFIG_DIRS = (Path("/etc/openqa"), Path("/usr/etc/openqa"))
@@ -102,6 +103,10 @@ def config_groups(name: str, environ: Mapping[str, str], config_dir: Path | None
     if name == "client.conf":  # workers.ini lookup passes no home directory
         home = environ.get("HOME") or str(Path.home())
         groups.append([Path(home) / ".config" / "openqa"])
-    system = environ.get(SYSTEM_DIRS_ENV)
-    groups.append([Path(p) for p in system.split(":") if p] if system else list(SYSTEM_CONFIG_DIRS))
+    groups.append(system_config_dirs(environ))
     return groups
+
+
+def system_config_dirs(environ: Mapping[str, str]) -> list[Path]:
+    """/etc/openqa and /usr/etc/openqa, or what ``QAWORKER_SYSTEM_CONFIG_DIRS`` says instead."""
+    return list(read_environment(environ).system_config_dirs or SYSTEM_CONFIG_DIRS)

@@ -21,8 +21,9 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from backend.config.environment import read_environment
+
 SOCKET_ENV = "QAWORKER_CONTROL_SOCKET"
-GROUP_ENV = "QAWORKER_CONTROL_GROUP"  # give the socket this group: its members may watch
 SYSTEM_DIR = Path("/run/qaworker")
 
 
@@ -66,8 +67,9 @@ def socket_path(instances: Iterable[int], env: Mapping[str, str] | None = None, 
                 euid: int | None = None) -> Path:
     """The control socket this process listens on."""
     env = os.environ if env is None else env
-    if env.get(SOCKET_ENV):
-        return Path(env[SOCKET_ENV])
+    exact = read_environment(env).control_socket
+    if exact is not None:
+        return exact
     euid = os.geteuid() if euid is None else euid
     dirs = runtime_dirs(env, euid=euid)
     return dirs[0] / socket_name(instances)
@@ -91,8 +93,9 @@ def prepare_dir(path: Path) -> None:
 def find_sockets(env: Mapping[str, str] | None = None) -> list[Path]:
     """Every ``control-*.sock`` in the runtime directories (and their direct subdirectories)."""
     env = os.environ if env is None else env
-    if env.get(SOCKET_ENV):
-        return [Path(env[SOCKET_ENV])]
+    exact = read_environment(env).control_socket
+    if exact is not None:
+        return [exact]
     found: list[Path] = []
     for directory in runtime_dirs(env):
         for pattern in ("control-*.sock", "*/control-*.sock"):

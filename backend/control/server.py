@@ -23,11 +23,12 @@ from typing import Any
 from backend import __version__
 from backend import events as ev
 from backend.api import Runtime
+from backend.config.environment import read_environment
 from backend.control import protocol as proto
 from backend.control.access import Access, AccessPolicy, peer_of
 from backend.control.codec import encode, encode_event
 from backend.control.commands import CommandHandlers
-from backend.control.paths import GROUP_ENV, prepare_dir
+from backend.control.paths import prepare_dir
 from backend.control.session import Client, HistoryFeed, ScreenFeed
 
 log = logging.getLogger("qaworker.control")
@@ -51,7 +52,7 @@ class ControlServer(CommandHandlers):
         self.history = history
         self.screens = screens
         self.mode = mode
-        self.group = group if group is not None else (os.environ.get(GROUP_ENV) or None)
+        self.group = group if group is not None else read_environment().control_group
         self.service_uid = os.geteuid() if service_uid is None else service_uid
         self.outbox_limit = outbox_limit
         self.stall_timeout = stall_timeout
