@@ -17,7 +17,7 @@ from pathlib import Path
 from backend.mockweb.jobs import image_path
 from backend.mockweb.server import MockWebUI
 from tests.helpers import alive, free_instance
-from tests.integration.harness import start_worker_process
+from tests.integration.harness import end_worker_process, start_worker_process
 
 
 def pool_of(tmp: Path, instance: int) -> Path:
@@ -64,13 +64,7 @@ class Workers:
 
     async def close(self) -> None:
         for proc in self.procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await end_worker_process(proc)
 
 
 @contextlib.asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -168,3 +169,15 @@ async def start_worker_process(tmp: Path, url: str, instance: int | list[int], e
             *prefix, sys.executable, "-m", "app.cli", "--no-ui", *slot_args,
             "--isotovideo", isotovideo or simulator_command(), *args,
             cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
+
+
+async def end_worker_process(proc: asyncio.subprocess.Process, timeout: float = 30) -> None:
+    """Test cleanup: SIGTERM our worker process (the quit a test expects), SIGKILL it after ``timeout``."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

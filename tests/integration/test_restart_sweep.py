@@ -8,7 +8,6 @@ then passes. Afterwards not one process of the old worker is left (its image poo
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
@@ -16,17 +15,7 @@ from pathlib import Path
 import psutil
 
 from tests.helpers import free_instance, job_processes_of, living
-from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+from tests.integration.harness import end_worker_process, job_settings, mock_web, start_worker_process, wait_registered
 
 
 async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path: Path) -> None:
@@ -86,6 +75,6 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
                 old.kill()
                 await old.wait()
             if new is not None:
-                await _stop(new)
+                await end_worker_process(new)
             for proc in living(leftovers):  # only on failure: ours, ended by pid
                 proc.kill()
