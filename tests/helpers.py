@@ -3,14 +3,20 @@ look at processes the crash and sweep tests share (alive, living, job processes)
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import psutil
 import pytest
 
 from backend.engine.procs import MARKER_ENV
+
+T = TypeVar("T")
 
 
 def port_is_free(port: int) -> bool:
@@ -104,3 +110,14 @@ def describe(procs: list[psutil.Process]) -> list[tuple[int, str]]:
         except psutil.Error:
             out.append((proc.pid, "?"))
     return out
+
+
+async def until_in_thread(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll a blocking ``check`` (a /proc scan takes tens of ms: never on the loop) in a thread until it
+    returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while not (found := await asyncio.to_thread(check)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(interval)
+    return found

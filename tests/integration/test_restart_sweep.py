@@ -8,13 +8,14 @@ then passes. Afterwards not one process of the old worker is left (its image poo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
 
 import psutil
 
-from tests.helpers import free_instance, job_processes_of, living
+from tests.helpers import free_instance, job_processes_of, living, until_in_thread
 from tests.integration.harness import end_worker_process, job_settings, mock_web, start_worker_process, wait_registered
 
 
@@ -29,16 +30,16 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
             job_id = web.schedule_job(job_settings(SIM_HANG="login", SIM_ORPHAN="1", SIM_QEMU_PID="1",
                                                    OPTIMIZE_IMAGES="1", SIM_SCREENSHOTS="3"))
             await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
-            await web.wait_for(lambda: len(job_processes_of(old.pid)) >= 3, 15)  # simulator, orphan, qemu
+            await until_in_thread(lambda: len(job_processes_of(old.pid)) >= 3, 15, "simulator, orphan and qemu")
             old_worker = psutil.Process(old.pid)
 
             def image_pool() -> list[psutil.Process]:  # the optimiser helpers (idle for 60 s after work)
                 return [p for p in old_worker.children(recursive=True) if "pngworker" in " ".join(p.cmdline())]
 
-            await web.wait_for(lambda: bool(image_pool()), 30)
-            leftovers = job_processes_of(old.pid)
-            everything_old = old_worker.children(recursive=True) + leftovers
-            assert set(image_pool()) <= set(everything_old)
+            pngworkers = await until_in_thread(image_pool, 30, "the image pool")
+            leftovers = await asyncio.to_thread(job_processes_of, old.pid)
+            everything_old = await asyncio.to_thread(old_worker.children, recursive=True) + leftovers
+            assert set(pngworkers) <= set(everything_old)
             pool = Path(next(p.cwd() for p in leftovers if p.ppid() == old.pid))  # the simulator's cwd
             os.kill(old.pid, signal.SIGKILL)
             await old.wait()
