@@ -84,6 +84,9 @@ class AttachApp(QaworkerApp):
     def _on_sighup(self) -> None:
         self.action_detach()
 
+    def _on_sigusr2(self) -> None:  # the hand-over signal is the worker's; here it only detaches
+        self.action_detach()
+
     def _terminal_lost(self) -> None:
         self.runtime.detach()
         super()._terminal_lost()

@@ -159,10 +159,12 @@ async def _run_tui_with_fallback(worker: Worker, log_format: str, on_hangup: Cal
     from app.headless import run_headless
 
     try:
-        from app.tui import RC_TERMINAL_LOST, QaworkerApp
+        from app.tui import RC_HAND_OVER, RC_TERMINAL_LOST, QaworkerApp
 
         app = QaworkerApp(runtime or worker)  # type: ignore[arg-type]
         await app.run_async()
+        if app.return_code == RC_HAND_OVER:  # SIGUSR2 while the dashboard ran: the terminal is back
+            worker.hand_over()  # never returns: exit 75, the jobs run on for the next start
         install_signal_handlers(worker, on_hangup)  # the app resets the signal handlers when it exits
         if worker._stopped.is_set():
             return

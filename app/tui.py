@@ -49,12 +49,16 @@ from widgets.slots import SlotTable
 log = logging.getLogger(__name__)
 
 RC_TERMINAL_LOST = 75  # EX_TEMPFAIL: the terminal went away; the caller goes on headless
+RC_HAND_OVER = 76  # SIGUSR2: the terminal is given back, then the caller hands the jobs over (exit 75)
 RENDER_INTERVAL = 0.1  # at most ~10 renders per second, however busy the bus is
 NARROW_WIDTH = 120
 TERMINAL_CHECK_INTERVAL = 2.0
 PUMP_BATCH = 256  # events the pump handles before it lets the loop run other callbacks
 PUMP_SUBSCRIPTION = 10_000  # the pump's bus queue; the view is complete even if it overflows
 PUMP_RESTART_MAX_DELAY = 5.0  # a pump that fails on every event is restarted at most this often
+# Frequent events nothing on the dashboard draws (the read model does not fold them; CacheQueue feeds
+# /influxdb/minion): the pump skips them instead of scheduling a redraw that would change nothing.
+NOT_DRAWN: tuple[type[ev.Event], ...] = (ev.CacheQueue,)
 PUMP = "event-pump"
 WAIT_STOPPED = "wait-stopped"
 
@@ -244,7 +248,7 @@ class QaworkerApp(App[int]):
         # Textual's Linux driver handles none of these; without them SIGTERM would kill us mid-screen.
         loop = asyncio.get_running_loop()
         handlers = {signal.SIGTERM: self._on_sigterm, signal.SIGINT: self._on_sigterm,
-                    signal.SIGHUP: self._on_sighup}
+                    signal.SIGHUP: self._on_sighup, signal.SIGUSR2: self._on_sigusr2}
         for sig, handler in handlers.items():
             try:
                 loop.add_signal_handler(sig, handler)
@@ -294,6 +298,12 @@ class QaworkerApp(App[int]):
     def _on_sigterm(self) -> None:
         log.info("SIGTERM/SIGINT: quitting")
         self._command("quit", self.runtime.quit)
+
+    def _on_sigusr2(self) -> None:
+        # Hand-over: leave the screen first (a bare exit would leave the terminal in application mode),
+        # then app/run.py exits 75 with the jobs running on (backend.slot.adopthandover).
+        log.info("SIGUSR2: leaving the dashboard for the hand-over")
+        self.exit(RC_HAND_OVER, return_code=RC_HAND_OVER)
 
     def _on_sighup(self) -> None:
         # A hangup with a dead terminal is an SSH drop, not a request to drain: hand over to headless.
@@ -353,6 +363,8 @@ class QaworkerApp(App[int]):
 
     def handle_event(self, event: ev.Event) -> None:
         """One bus event: toast what needs attention, and mark the screen dirty (the view has the rest)."""
+        if isinstance(event, NOT_DRAWN):
+            return
         match event:
             case ev.Notice(level="warning" | "error"):
                 where = f"slot {event.instance}: " if event.instance is not None else ""

@@ -18,7 +18,6 @@ from enum import StrEnum
 class SlotState(StrEnum):
     IDLE = "idle"
     BROKEN = "broken"
-    ACCEPTING = "accepting"
     SETUP = "setup"
     RUNNING = "running"
     UPLOADING = "uploading"

@@ -14,8 +14,12 @@ classic worker):
    (worker setting, MiB, default 1024, 0 disables) - non-fatal; better broken than a job that dies with
    "No space left on device".
 
-Not here: the ``tap`` D-Bus check (§7 check 5, backend/slot/ovs.py, run by the availability monitor)
-and the ``LOCK_NAME`` throttle (check 7).
+The other two §7 checks live elsewhere: the ``tap`` D-Bus check (check 5: backend/slot/ovs.py, run by
+the availability monitor, backend/slot/availability.py) and the ``LOCK_NAME`` / ``LOCK_LIMIT`` /
+``LOCK_EXPIRATION`` throttle (check 7: backend/slot/joblock.py, the Perl worker's sqlite lock table).
+``Slot._take_lock`` takes a place when a job is offered; without one the slot rejects the offer and reports
+itself unavailable with ``Limited by configured lock '<name>'`` (``Slot._idle_reason``) until a re-check
+finds a free place.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from backend.engine.cgroup import rss_bytes  # noqa: E402, F401 - re-exported: the cgroup fallback reads RSS so too
 from backend.metrics import LagProbe  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -39,16 +40,6 @@ def cpu_seconds(pid: int) -> float:
     """user+system CPU seconds of the process itself (children not included)."""
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
-
-
-def rss_bytes(pids: Iterable[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            total += psutil.Process(pid).memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def helpers_of(pid: int, exclude: Callable[[psutil.Process], bool]) -> list[psutil.Process]:

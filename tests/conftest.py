@@ -15,6 +15,7 @@ os.environ.setdefault("OPENQA_CONFIG", str(ROOT / "tests" / "data" / "empty-conf
 os.environ.setdefault("QAWORKER_SYSTEM_CONFIG_DIRS", str(ROOT / "tests" / "data" / "empty-config"))
 
 from tests import loopguard  # noqa: E402 - needs ROOT on sys.path
+from tests.cgroup_support import make_test_root, remove_test_root  # noqa: E402
 from tests.clock import VirtualClockLoop  # noqa: E402
 
 
@@ -51,6 +52,15 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     result = yield
     _fail_on_slow_callbacks("teardown")
     return result
+
+
+@pytest.fixture
+def cgroup_root():
+    """A real, writable cgroup v2 test root (tests/cgroup_support.py), or None where this machine has none."""
+    root = make_test_root()
+    yield root
+    if root is not None:
+        remove_test_root(root)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

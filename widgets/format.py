@@ -13,7 +13,6 @@ from backend.events import HostState, SlotState
 SLOT_STYLE: dict[SlotState, str] = {
     SlotState.IDLE: "dim",
     SlotState.BROKEN: "bold red",
-    SlotState.ACCEPTING: "cyan",
     SlotState.SETUP: "cyan",
     SlotState.RUNNING: "bold green",
     SlotState.UPLOADING: "bold blue",

@@ -26,7 +26,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,11 +271,12 @@ class JobCgroup:
         try:
             memory, source = int(_read(self.path / "memory.current")), "memory.current"
         except (OSError, ValueError):
-            memory, source = _rss(pids), "rss"
+            memory, source = rss_bytes(pids), "rss"
         return Usage(memory_bytes=memory, cpu_seconds=usec / 1e6, processes=len(pids), memory_source=source)
 
 
-def _rss(pids: list[int]) -> int:
+def rss_bytes(pids: Iterable[int]) -> int:
+    """The summed RSS of ``pids`` (those gone meanwhile count 0); also the benchmarks' reading (bench/common.py)."""
     total = 0
     for pid in pids:
         try:

@@ -263,7 +263,7 @@ class Job:
                       if monitored else f"isotovideo has been started (PID: {self.process.pid})")
         if self.recorder is not None and self.process.monitored is not None:
             self.recorder.update(vars=dict(self.reporter.ctx.settings))
-            self.recorder.set_monitor(self.process.monitored)
+            self.recorder.set_monitor(self.process.monitored, self.process.cgroup and self.process.cgroup.path)
         if self.stop_request is not None:  # stopped while starting: the stop sequence kills it
             return False
         return True

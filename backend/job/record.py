@@ -1,7 +1,7 @@
 """The job record ``<pool>/.qaworker/job.json``: what a later worker needs to pick a running job up.
 
 Written atomically (temp file + rename, off the loop) whenever it changes: at the start of a job, when
-isotovideo runs (monitor + isotovideo pids with their start times), after every status/upload round
+isotovideo runs (monitor + isotovideo pids with their start times, the job's cgroup), after every status/upload round
 (the module the web UI was last told about, the images and files it has) and when the job stops. It
 is deleted once ``set_done`` is answered. ``load_record`` never trusts the file: anything that does
 not parse into a ``JobRecord`` is reported as corrupt with the reason.
@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from backend.engine.cgroup import JOB_PREFIX, SLOT_PREFIX, JobCgroup
 from backend.engine.monitor import EXIT_FILE, STATE_DIR, write_json_atomic
 from backend.engine.monitored import Monitored, process_matches
 
@@ -60,6 +61,7 @@ class JobRecord(BaseModel):
     accepted_at: float
     running_since: float | None = None
     monitor: MonitorPids | None = None
+    cgroup: str | None = None  # the job's own cgroup v2 directory, when it has one (``cgroup_problem``)
     vars: dict[str, str] = {}
     upload: UploadState = UploadState()
     stop_reason: str | None = None  # set once the stop sequence began (state "stopping")
@@ -114,8 +116,27 @@ def monitor_problem(record: JobRecord) -> str | None:
     return process_matches(record.monitor.monitor_pid, record.monitor.monitor_start, record.marker)
 
 
+def cgroup_problem(record: JobRecord, monitor_alive: bool) -> str | None:
+    """None when the record's cgroup is provably the job's, else why not. Blocking (cgroupfs).
+
+    Provably = named the way ``Cgroups.create`` names it for this slot and job, still a cgroup v2
+    directory and, while the monitor lives, holding the (identity-checked) monitor pid.
+    """
+    if record.cgroup is None:
+        return "the record names no cgroup"
+    path = Path(record.cgroup)
+    if (path.name, path.parent.name) != (f"{JOB_PREFIX}{record.job_id}", f"{SLOT_PREFIX}{record.instance}"):
+        return "it is not named like this slot's cgroup of the job"
+    if not (path / "cgroup.procs").is_file():
+        return "it does not exist any more" if not path.exists() else "it is not a cgroup v2 directory"
+    if monitor_alive and record.monitor is not None and record.monitor.monitor_pid not in JobCgroup(path).pids():
+        return f"the job's monitor (pid {record.monitor.monitor_pid}) is not in it"
+    return None
+
+
 def protected_pids(pool_dir: Path) -> set[int]:
-    """Pids a sweep must spare: the live, provably-ours monitor and isotovideo of the pool's record.
+    """Pids a sweep must spare: the live, provably-ours monitor and isotovideo of the pool's record,
+    and everything in the job's own cgroup (double-forked helpers that left the monitor's tree).
 
     (Their descendants belong to the job as well; a sweep that kills by marker must skip the whole
     job while an adoption is possible.) Blocking.
@@ -127,6 +148,8 @@ def protected_pids(pool_dir: Path) -> set[int]:
     m = record.monitor
     if process_matches(m.isotovideo_pid, m.isotovideo_start, record.marker) is None:
         pids.add(m.isotovideo_pid)
+    if record.cgroup is not None and cgroup_problem(record, monitor_alive=True) is None:
+        pids.update(JobCgroup(Path(record.cgroup)).pids())
     return pids
 
 
@@ -149,10 +172,11 @@ class JobRecorder:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="job-record")
 
-    def set_monitor(self, monitored: Monitored) -> None:
-        self.update(state="running", running_since=time.time(), monitor=MonitorPids(
-            monitor_pid=monitored.monitor_pid, monitor_start=monitored.monitor_start,
-            isotovideo_pid=monitored.isotovideo_pid, isotovideo_start=monitored.isotovideo_start))
+    def set_monitor(self, monitored: Monitored, cgroup: Path | None = None) -> None:
+        self.update(state="running", running_since=time.time(), cgroup=str(cgroup) if cgroup else None,
+                    monitor=MonitorPids(monitor_pid=monitored.monitor_pid, monitor_start=monitored.monitor_start,
+                                        isotovideo_pid=monitored.isotovideo_pid,
+                                        isotovideo_start=monitored.isotovideo_start))
 
     async def flush(self) -> None:
         task = self._task

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LIVEVIEW_PORT_OFFSET = 2  # 2023 workers always post upload progress to web UI port + 2
+RESEND_DELAY = 0.05  # seconds before the scheduler tries again after a send to a worker failed
 
 
 class MockWebUI:
@@ -214,11 +215,16 @@ class MockWebUI:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._scheduling_enabled:
-                await self._schedule_once()
+            if self._scheduling_enabled and not await self._schedule_once():
+                # A send to a closing websocket fails without suspending, and the reschedule wakes us
+                # again at once: without a pause this loop would spin and hold the event loop until the
+                # socket's close is handled (seen after a worker's SIGKILL).
+                await asyncio.sleep(RESEND_DELAY)
 
-    async def _schedule_once(self) -> None:
+    async def _schedule_once(self) -> bool:
+        """Send this round's assignments; False when one could not be sent (its jobs are rescheduled)."""
         connected = {wid for wid, sock in self.sockets.items() if not sock.closed}
+        sent = True
         for assignment in plan(self.state, time.time(), connected):
             self.state.assign(assignment.jobs, assignment.worker, assignment.token)
             message = assignment.message(self.state)
@@ -227,7 +233,9 @@ class MockWebUI:
                          assignment.worker.id)
                 for job in assignment.jobs:
                     self.state.reschedule(job)
+                sent = False
             self.notify()
+        return sent
 
     async def _stale_loop(self) -> None:
         """Protocol timer: jobs of workers not seen for worker_timeout are abandoned (§20)."""

@@ -11,8 +11,10 @@ job record (``backend.job.record``) and decides, before the slot registers:
   and once registered ``confirm`` asks the web UI whether the job is still ours and running.
 
 Confirmed, the job goes on as an ``AdoptedJob``: no setup, the live monitor is waited for through a
-pidfd (``AdoptedProcess``), status posts and upload rounds resume from the recorded state, and the
-stop sequence is the one of any job — so the result and reason are those it would have had anyway.
+pidfd (``AdoptedProcess``), its cgroup is re-attached when still ours (``reattach_cgroup``:
+stop = ``cgroup.kill``, memory/CPU figures as for a fresh job), status posts and upload rounds resume
+from the recorded state, and the stop sequence is the one of any job — so the result and reason are
+those it would have had anyway.
 A record written during setup re-runs the setup under the same job id; one written while stopping
 resumes the stop sequence with the recorded reason. Given up by the web UI: the old tree is killed
 (by pid, identity checked), the results go to ``.preserved/``, the slot takes new work.
@@ -29,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.engine.cgroup import JobCgroup
 from backend.engine.isotovideo import sweep_job_processes
 from backend.engine.monitored import Monitored, process_matches, read_exit_record
 from backend.job.job import Job, JobContext, JobState
@@ -36,6 +39,7 @@ from backend.job.preserve import preserve_results
 from backend.job.record import (
     JobRecord,
     JobRecorder,
+    cgroup_problem,
     clear_record,
     exit_path,
     load_record,
@@ -56,12 +60,13 @@ class AdoptedProcess:
     """A monitor (and its isotovideo) started by an earlier life of the worker: same surface as
     ``IsotovideoProcess`` for the ``Job``. Not our child: waited for through a pidfd."""
 
-    def __init__(self, monitored: Monitored, marker: str, pool_dir: Path, alive: bool) -> None:
+    def __init__(self, monitored: Monitored, marker: str, pool_dir: Path, alive: bool,
+                 cgroup: JobCgroup | None = None) -> None:
         self.monitored = monitored
         self.pid = monitored.monitor_pid
         self.marker = marker
         self.pool_dir = pool_dir
-        self.cgroup = None  # per-job cgroup (backend/engine/cgroup.py): not re-attached after adoption
+        self.cgroup = cgroup  # the job's own cgroup, re-attached from the record (``reattach_cgroup``)
         self._returncode: int | None = None if alive else self._recorded_returncode()
         self._stop_task: asyncio.Task[None] | None = None
 
@@ -95,6 +100,10 @@ class AdoptedProcess:
                 await asyncio.wait_for(self.wait(), grace)
             except TimeoutError:
                 log.warning("adopted isotovideo (monitor pid %d) still running after %.0f s, SIGKILL", self.pid, grace)
+        if self.cgroup is not None:  # whatever is left of the job goes at once, double-forked daemons included
+            killed = await asyncio.to_thread(self.cgroup.kill)
+            if killed:
+                log.info("cgroup.kill of %s: %s", self.cgroup.path, killed)
         if await self._still_ours():
             _killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
@@ -102,6 +111,8 @@ class AdoptedProcess:
         if self._returncode is None:
             self._returncode = -signal.SIGKILL
         await sweep_job_processes(self.marker, self.pool_dir, grace=min(grace, 5.0))
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
 
     async def _still_ours(self) -> bool:
         m = self.monitored
@@ -285,12 +296,27 @@ def _attach(record: JobRecord, pool_dir: Path) -> AdoptedProcess | None:
     monitored = Monitored(m.monitor_pid, m.monitor_start, m.isotovideo_pid, m.isotovideo_start, exit_path(pool_dir))
     problem = monitor_problem(record)
     if problem is None:
-        return AdoptedProcess(monitored, record.marker, pool_dir, alive=True)
+        return AdoptedProcess(monitored, record.marker, pool_dir, alive=True, cgroup=reattach_cgroup(record, True))
     ended = read_exit_record(exit_path(pool_dir))
     if ended is not None and ended["monitor_pid"] == m.monitor_pid and ended.get("monitor_start") == m.monitor_start:
-        return AdoptedProcess(monitored, record.marker, pool_dir, alive=False)  # it ended while we were away
+        return AdoptedProcess(monitored, record.marker, pool_dir, alive=False,  # it ended while we were away
+                              cgroup=reattach_cgroup(record, False))
     _reject(pool_dir, f"job {record.job_id}'s monitor is not ours any more: {problem}; nothing killed")
     return None
+
+
+def reattach_cgroup(record: JobRecord, monitor_alive: bool) -> JobCgroup | None:
+    """The job's own cgroup back (stop = ``cgroup.kill``, memory/CPU figures) when the record names one
+    that is provably the job's; else None, logged: the job runs on with process-group kill + sweep."""
+    if record.cgroup is None:
+        return None
+    problem = cgroup_problem(record, monitor_alive)
+    if problem is not None:
+        log.warning("[slot %d] job %d runs on without its cgroup %s: %s", record.instance, record.job_id,
+                    record.cgroup, problem)
+        return None
+    log.info("[slot %d] job %d: re-attached its cgroup %s", record.instance, record.job_id, record.cgroup)
+    return JobCgroup(Path(record.cgroup))
 
 
 def _foreign(record: JobRecord, pool_dir: Path, instance: int, connections: dict[str, WebUIConnection]) -> str | None:

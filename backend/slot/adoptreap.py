@@ -10,7 +10,9 @@ next start adopts it (``backend.slot.adopt``). That alone would also let the tre
 * otherwise (exit 75 = hand-over, or a crash, so ``Restart=`` starts the next life): kept.
 
 Only what is provably a job's is killed: the monitor named by the pool's job record (pid, start time
-and job marker must match) with its process group, then every process carrying the record's marker.
+and job marker must match) with its process group, the job's own cgroup when the record names one that
+holds that monitor (``cgroup.kill``: double-forked helpers that dropped the marker go too), then every
+process carrying the record's marker.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from pathlib import Path
 import psutil
 
 from backend.engine import procs
-from backend.job.record import load_record, monitor_problem
+from backend.engine.cgroup import JobCgroup
+from backend.job.record import cgroup_problem, load_record, monitor_problem
 
 STOP_JOB_TYPES = frozenset({"stop", "restart", "try-restart", "reload-or-restart"})
 HANDOVER_EXIT = "75"
@@ -66,7 +69,12 @@ def reap_pool(pool_dir: Path) -> list[int]:
     if record is None:
         return []
     killed: list[int] = []
-    if record.monitor is not None and monitor_problem(record) is None:
+    ours = record.monitor is not None and monitor_problem(record) is None
+    cgroup = None  # decided while the monitor lives: afterwards nothing proves the cgroup is the job's
+    if ours and record.cgroup and cgroup_problem(record, monitor_alive=True) is None:
+        cgroup = JobCgroup(Path(record.cgroup))
+    if ours:
+        assert record.monitor is not None
         pgid = record.monitor.monitor_pid
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -79,6 +87,9 @@ def reap_pool(pool_dir: Path) -> list[int]:
                     procs.wait_gone([psutil.Process(pgid)], 10.0)
                 except psutil.NoSuchProcess:
                     break
+    if cgroup is not None:
+        killed += cgroup.kill()
+        cgroup.remove()
     killed += procs.sweep(record.marker, pool_dir, grace=5.0)
     return sorted(set(killed))
 

@@ -1,4 +1,5 @@
-"""A process on a real pty, as a terminal emulator runs it (used by the demo and hand-over tests)."""
+"""A process on a real pty, as a terminal emulator runs it (used by the demo and hand-over tests), and the
+real worker with its dashboard on one (``start_dashboard``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import sys
 import termios
 import threading
 from pathlib import Path
+
+from backend.engine.simulator import simulator_command
+from tests.integration.harness import write_worker_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +68,12 @@ class PtySession:
             self.proc.wait()
         if self.master >= 0:
             self.hang_up()
+
+
+def start_dashboard(tmp: Path, url: str, instance: int) -> PtySession:
+    """`qaworker` with its dashboard on a fresh pty, one slot (``tests.integration.harness`` config); its log
+    goes to ``<tmp>/qaworker.log``, its control socket is ``<tmp>/control.sock``."""
+    env = write_worker_config(tmp, url, [instance], f"LOG_DIR = {tmp}")
+    env.update(QAWORKER_CONTROL_SOCKET=str(tmp / "control.sock"), TERM="xterm-256color")
+    return PtySession([sys.executable, "-m", "app.cli", "--instance", str(instance), "--isotovideo",
+                       simulator_command()], env)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from backend.control.client import CommandRefused, RemoteRuntime
 from backend.control.services import Services, start_services
 from backend.worker import Worker
 from tests.integration.harness import job_settings, make_config, mock_web, wait_registered
+from tests.tui.pilot_helpers import until
 from widgets.attachbar import AttachBar
 from widgets.screen import ScreenPanel
 from widgets.slots import SlotTable
@@ -73,14 +73,6 @@ def cell(app: AttachApp, instance: int, column: str) -> str:
 
 def bar(app: AttachApp) -> str:
     return str(app.screen.query_one(AttachBar).render())
-
-
-async def until(pilot, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not on screen within {timeout} s: {what}")
-        await pilot.pause(0.1)
 
 
 async def test_the_attached_dashboard_follows_a_job_and_detaching_leaves_the_worker_running(tmp_path, caplog) -> None:

@@ -4,8 +4,6 @@ its job, and the control socket gives a dashboard back (what `qaworker attach` s
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 
 import psutil
 import pytest
@@ -13,9 +11,9 @@ import pytest
 from backend.control.client import ControlConnection
 from backend.control.codec import decode
 from backend.state import WorkerView
-from tests.e2e.pty_helpers import PtySession
+from tests.e2e.pty_helpers import start_dashboard
 from tests.helpers import free_instance
-from tests.integration.harness import KEY, SECRET, job_settings, mock_web, wait_registered
+from tests.integration.harness import job_settings, mock_web, wait_registered
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,22 +31,8 @@ async def snapshot(path) -> WorkerView:
 async def test_the_worker_outlives_its_terminal_and_can_be_attached_again(tmp_path) -> None:
     async with mock_web(tmp_path) as web:
         instance = free_instance()
-        conf = tmp_path / "conf"
-        conf.mkdir()
-        (conf / "workers.ini").write_text(
-            f"[global]\nHOST = {web.url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nQAWORKER_STOP_GRACE = 3\n"
-            f"QAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\nLOG_DIR = {tmp_path}\n"
-            f"[{instance}]\nWORKER_CLASS = test\n")
-        (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
-        (tmp_path / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True)
         socket = tmp_path / "control.sock"
-        env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp_path / "base"),
-               "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "QAWORKER_CONTROL_SOCKET": str(socket),
-               "TERM": "xterm-256color"}
-        from backend.engine.simulator import simulator_command
-
-        session = PtySession([sys.executable, "-m", "app.cli", "--instance", str(instance), "--isotovideo",
-                              simulator_command()], env)
+        session = start_dashboard(tmp_path, web.url, instance)
         try:
             await wait_registered(web, timeout=30)
             await asyncio.sleep(1)

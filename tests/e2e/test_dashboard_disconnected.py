@@ -10,8 +10,8 @@ import pytest
 
 from app.tui import QaworkerApp
 from backend.worker import Worker
-from tests.e2e.test_dashboard_real import cell, text, until
 from tests.integration.harness import assert_no_leftovers, make_config
+from tests.tui.pilot_helpers import cell, text, until
 from widgets.connection import ConnectionBar
 from widgets.job import JobSummary
 from widgets.slots import SlotTable

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
 
 import pytest
-from textual.widgets.data_table import CellDoesNotExist
 
 from app.tui import QaworkerApp
 from backend.events import SlotState
 from backend.worker import Worker
 from tests.integration.harness import assert_no_leftovers, job_settings, make_config, mock_web, wait_registered
+from tests.tui.pilot_helpers import cell, text, until
 from widgets.connection import ConnectionBar
 from widgets.job import JobSummary
 from widgets.slots import SlotTable
@@ -21,26 +19,6 @@ from widgets.slots import SlotTable
 pytestmark = pytest.mark.timeout(60)
 
 SIZE = (140, 40)
-
-
-def cell(table: SlotTable, instance: int, column: str) -> str:
-    try:
-        return str(table.get_cell(str(instance), column))
-    except CellDoesNotExist:  # the slot's row appears with its first event
-        return ""
-
-
-def text(app: QaworkerApp, selector) -> str:
-    return str(app.screen.query_one(selector).render())
-
-
-async def until(pilot, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll what is on screen: the screen is the thing under test, not the backend's state."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not on screen within {timeout} s: {what}")
-        await pilot.pause(0.1)
 
 
 async def test_a_real_job_goes_from_running_to_passed_on_screen(tmp_path) -> None:

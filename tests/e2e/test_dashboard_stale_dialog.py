@@ -9,8 +9,8 @@ import pytest
 
 from app.tui import QaworkerApp
 from backend.worker import Worker
-from tests.e2e.test_dashboard_real import until
 from tests.integration.harness import assert_no_leftovers, job_settings, make_config, mock_web, wait_registered
+from tests.tui.pilot_helpers import until
 from widgets.dialogs import ConfirmScreen
 
 pytestmark = pytest.mark.timeout(90)

@@ -6,11 +6,11 @@ import asyncio
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.helpers import free_instance, free_port
 from tests.integration.harness import assert_no_leftovers, job_settings, mock_web, start_worker_process, wait_registered
+from tests.metrics_support import scrape, value
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,28 +21,6 @@ async def start_worker(tmp: Path, url: str, instance: int, metrics_port: int) ->
     (tmp / "cache").mkdir()
     return await start_worker_process(tmp, url, instance, f"CACHEDIRECTORY = {tmp / 'cache'}\nCACHELIMIT = 1\n",
                                       args=("--metrics-port", str(metrics_port)))
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    """The sample ``name{labels…}`` (label order free) from a Prometheus text exposition."""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match.group(3))
-    raise AssertionError(f"no sample {name}{labels} in /metrics")
-
-
-async def scrape(port: int) -> str:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return response.text
 
 
 async def test_metrics_after_one_job_with_an_asset(tmp_path) -> None:

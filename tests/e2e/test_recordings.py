@@ -40,5 +40,5 @@ def test_recordings_hold_only_states_the_backend_publishes() -> None:
     for scenario in recorder.SCENARIOS:
         recording = replay.read(scenario)
         states = {k for k in replay.kinds(recording.events) if k.startswith("slot:")}
-        assert "slot:accepting" not in states and "slot:offline" not in states, scenario
+        assert "slot:offline" not in states, scenario  # a state SlotState does not know fails to decode
         assert "WorkerStarted" in replay.kinds(recording.events), scenario

@@ -10,64 +10,21 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 import psutil
 import pytest
 
-from backend.engine.procs import MARKER_ENV
-from backend.engine.simulator import simulator_command
-from tests.e2e.pty_helpers import PtySession
-from tests.helpers import free_instance
-from tests.integration.harness import KEY, SECRET, job_settings, mock_web, start_worker_process, wait_registered
+from tests.e2e.pty_helpers import start_dashboard
+from tests.helpers import describe, free_instance, job_processes_of, living
+from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def _is_job_process(proc: psutil.Process) -> bool:
-    try:
-        return MARKER_ENV in proc.environ()
-    except psutil.Error:
-        return False
-
-
-def _describe(procs: list[psutil.Process]) -> list[tuple[int, str]]:
-    out = []
-    for proc in procs:
-        try:
-            out.append((proc.pid, " ".join(proc.cmdline())[:100]))
-        except psutil.Error:
-            out.append((proc.pid, "?"))
-    return out
 
 
 async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(tmp_path) -> None:
     async with mock_web(tmp_path) as web:
         instance = free_instance()
-        conf = tmp_path / "conf"
-        conf.mkdir()
-        (conf / "workers.ini").write_text(
-            f"[global]\nHOST = {web.url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nQAWORKER_STOP_GRACE = 3\n"
-            f"QAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\nLOG_DIR = {tmp_path}\n"
-            f"[{instance}]\nWORKER_CLASS = test\n")
-        (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
-        (tmp_path / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True)
-        env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp_path / "base"),
-               "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "QAWORKER_CONTROL_SOCKET": str(tmp_path / "control.sock"),
-               "TERM": "xterm-256color"}
-        session = PtySession([sys.executable, "-m", "app.cli", "--instance", str(instance), "--isotovideo",
-                              simulator_command()], env)
+        session = start_dashboard(tmp_path, web.url, instance)
         restarted = None
         everything: list[psutil.Process] = []
         try:
@@ -81,31 +38,30 @@ async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(
                 return [p for p in worker.children(recursive=True) if "pngworker" in " ".join(p.cmdline())]
 
             await web.wait_for(lambda: bool(helpers()), 30)
-            job_tree = [p for p in psutil.process_iter() if _is_job_process(p)
-                        and p.environ().get(MARKER_ENV, "").startswith(f"qaworker-{worker.pid}-")]
+            job_tree = job_processes_of(worker.pid)
             descendants = worker.children(recursive=True)
             own = [p for p in descendants if p not in job_tree]  # image pool, resource tracker, ...
             everything = list({p.pid: p for p in descendants + job_tree}.values())
-            assert own and len(job_tree) >= 2, _describe(descendants)
-            print("own helpers:", _describe(own))
+            assert own and len(job_tree) >= 2, describe(descendants)
+            print("own helpers:", describe(own))
 
             os.kill(worker.pid, signal.SIGKILL)
             await asyncio.to_thread(session.proc.wait, 10)
             for _ in range(100):  # PR_SET_PDEATHSIG / EOF: at once, but let the kernel deliver it
-                if not _running(own):
+                if not living(own):
                     break
                 await asyncio.sleep(0.05)
-            assert _running(own) == [], _describe(_running(own))
+            assert living(own) == [], describe(living(own))
 
             web.state.abandon(web.jobs[job_id], "abandoned: associated worker has gone")
             web.notify()
             restarted = await start_worker_process(tmp_path, web.url, instance)
             await web.wait_for(lambda: sum(1 for w in web.workers.values() if w.connected) >= 1, 30)
             for _ in range(100):
-                if not _running(everything):
+                if not living(everything):
                     break
                 await asyncio.sleep(0.05)
-            assert _running(everything) == [], _describe(_running(everything))
+            assert living(everything) == [], describe(living(everything))
         finally:
             if session.proc.poll() is None:
                 psutil.Process(session.proc.pid).kill()
@@ -113,5 +69,5 @@ async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(
             if restarted is not None and restarted.returncode is None:
                 restarted.terminate()
                 await restarted.wait()
-            for proc in _running(everything):  # only on failure: ours, by pid
+            for proc in living(everything):  # only on failure: ours, by pid
                 proc.kill()

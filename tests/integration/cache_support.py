@@ -19,7 +19,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from backend.cache import AssetCache
 from backend.config import HostConfig
+from backend.events import EventBus
 from backend.webui.client import ApiClient, RetryPolicy
 
 BLOCK = 1024 * 1024
@@ -38,6 +40,13 @@ class ServedAsset:
 
 def pattern_block(size: int) -> bytes:
     return bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+
+
+def new_cache(tmp_path: Path, bus: EventBus, **kwargs: object) -> AssetCache:
+    """An AssetCache in ``<tmp>/cache`` (1 GiB, no free-space floor, quick retries), not opened yet."""
+    options: dict = {"limit_bytes": 1 << 30, "min_free_percentage": None, "retry_delay": 0.05}
+    options.update(kwargs)
+    return AssetCache(tmp_path / "cache", bus=bus, **options)
 
 
 class AssetServer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -132,6 +133,21 @@ def _cmd(p: psutil.Process) -> str:
         return "?"
 
 
+def write_worker_config(tmp: Path, url: str, instances: list[int], extra: str = "") -> dict[str, str]:
+    """``<tmp>/conf`` (workers.ini with one WORKER_CLASS=test section per slot, client.conf) and the
+    environment a real `python -m app.cli` process reads it with (pools under ``<tmp>/base/openqa/pool``)."""
+    sections = "".join(f"[{i}]\nWORKER_CLASS = test\n" for i in instances)
+    conf = tmp / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "workers.ini").write_text(
+        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
+        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n{extra}\n{sections}")
+    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
+    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
+            "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
+
+
 async def start_worker_process(tmp: Path, url: str, instance: int | list[int], extra: str = "",
                                isotovideo: str | None = None, args: tuple[str, ...] = (),
                                prefix: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
@@ -142,18 +158,9 @@ async def start_worker_process(tmp: Path, url: str, instance: int | list[int], e
     the process logs a slow callback of our code.
     """
     instances = instance if isinstance(instance, list) else [instance]
-    sections = "".join(f"[{i}]\nWORKER_CLASS = test\n" for i in instances)
     slot_args = (["--instances", ",".join(map(str, instances))] if len(instances) > 1
                  else ["--instance", str(instances[0])])
-    conf = tmp / "conf"
-    conf.mkdir(exist_ok=True)
-    (conf / "workers.ini").write_text(
-        f"[global]\nHOST = {url}\nWORKER_HOSTNAME = 127.0.0.1\nRETRY_DELAY = 0.2\nRETRY_DELAY_IF_WEBUI_BUSY = 0.5\n"
-        f"QAWORKER_STOP_GRACE = 3\nQAWORKER_POOL_MIN_FREE_MB = 0\nCRITICAL_LOAD_AVG_THRESHOLD = 0\n{extra}\n{sections}")
-    (conf / "client.conf").write_text(f"[127.0.0.1]\nkey = {KEY}\nsecret = {SECRET}\n")
-    (tmp / "base" / "openqa" / "share" / "tests" / "sim").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OPENQA_CONFIG": str(conf), "OPENQA_BASEDIR": str(tmp / "base"),
-           "OPENQA_WORKER_CONNECT_INTERVAL": "0.3", "PYTHONUNBUFFERED": "1"}
+    env = write_worker_config(tmp, url, instances, extra)
     if loopguard.under_pytest():
         env.update(loopguard.subprocess_env())
         loopguard.watch_log(tmp / "worker.log")
@@ -162,3 +169,15 @@ async def start_worker_process(tmp: Path, url: str, instance: int | list[int], e
             *prefix, sys.executable, "-m", "app.cli", "--no-ui", *slot_args,
             "--isotovideo", isotovideo or simulator_command(), *args,
             cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
+
+
+async def end_worker_process(proc: asyncio.subprocess.Process, timeout: float = 30) -> None:
+    """Test cleanup: SIGTERM our worker process (the quit a test expects), SIGKILL it after ``timeout``."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

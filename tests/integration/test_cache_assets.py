@@ -8,54 +8,18 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from backend.cache import ASSET_FAILURE, CACHE_FAILURE, AssetCache, CacheError
-from backend.events import CacheProgress, CacheTotals, EventBus
+from backend.cache import ASSET_FAILURE, CACHE_FAILURE, CacheError
+from backend.events import CacheProgress, CacheTotals
 from backend.job.setup import link_asset
-from backend.webui.client import ApiClient
-from tests.integration.cache_support import AssetServer, make_client
+from tests.integration.cache_support import new_cache
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[AssetServer]:
-    srv = AssetServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
-
-
-@pytest.fixture
-async def client(server: AssetServer) -> AsyncIterator[ApiClient]:
-    c = make_client(server.url)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
-def bus() -> EventBus:
-    return EventBus()
-
-
-def new_cache(tmp_path: Path, bus: EventBus, **kwargs: object) -> AssetCache:
-    options: dict = {"limit_bytes": 1 << 30, "min_free_percentage": None, "retry_delay": 0.05}
-    options.update(kwargs)
-    return AssetCache(tmp_path / "cache", bus=bus, **options)
-
-
-@pytest.fixture
-async def cache(tmp_path: Path, bus: EventBus) -> AsyncIterator[AssetCache]:
-    c = new_cache(tmp_path, bus)
-    await c.open()
-    yield c
-    await c.close()
 
 
 def db_rows(cache_dir: Path) -> dict[str, tuple]:

@@ -7,46 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from backend.cache import AssetCache
 from backend.events import CacheTotals, EventBus
-from backend.webui.client import ApiClient
-from tests.integration.cache_support import AssetServer, make_client
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[AssetServer]:
-    srv = AssetServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
-
-
-@pytest.fixture
-async def client(server: AssetServer) -> AsyncIterator[ApiClient]:
-    c = make_client(server.url)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
-def bus() -> EventBus:
-    return EventBus()
-
-
-@pytest.fixture
-async def cache(tmp_path: Path, bus: EventBus) -> AsyncIterator[AssetCache]:
-    c = AssetCache(tmp_path / "cache", bus=bus, limit_bytes=1 << 30, min_free_percentage=None, retry_delay=0.05)
-    await c.open()
-    yield c
-    await c.close()
 
 
 def last_totals(sub) -> CacheTotals | None:

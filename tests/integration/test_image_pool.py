@@ -15,6 +15,7 @@ import pytest
 from app.threads import started_pool
 from backend.engine.png import screenshot_png
 from backend.job.imageopt import ImagePool, OptimizeError, Optimizer, choose_optimizer, make_image_pool
+from tests.helpers import alive_pids
 from tests.pngdecode import rgb_pixels
 
 
@@ -38,21 +39,10 @@ async def pool():
 async def wait_gone(pids: list[int], timeout: float = 10) -> None:
     """Until none of ``pids`` runs (a zombie counts as gone: this test process may be a subreaper)."""
     for _ in range(int(timeout / 0.05)):
-        if not alive(pids):
+        if not alive_pids(pids):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"still running: {alive(pids)}")
-
-
-def alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    raise AssertionError(f"still running: {alive_pids(pids)}")
 
 
 @pytest.mark.parametrize("method", [Optimizer.OXIPNG, Optimizer.OPTIPNG])
@@ -141,7 +131,7 @@ async def test_shutdown_ends_every_helper(tmp_path) -> None:
     pids = p.pids()
     assert len(pids) == 2
     await p.aclose()
-    assert alive(pids) == []
+    assert alive_pids(pids) == []
     with pytest.raises(OptimizeError):
         await p.optimize(paths[0])
 

@@ -9,28 +9,8 @@ import signal
 import psutil
 import pytest
 
-from backend.engine.procs import MARKER_ENV
-from tests.helpers import free_instance
+from tests.helpers import alive_pids, free_instance, is_job_process
 from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
-
-
-def _is_job_process(proc: psutil.Process) -> bool:
-    """isotovideo's tree (the simulator here): the crash-recovery code's business, not the image pool's."""
-    try:
-        return MARKER_ENV in proc.environ()
-    except psutil.Error:
-        return False
-
-
-def _running(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:  # we may be their reaper now
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 @pytest.mark.parametrize("optimizer", ["oxipng", "optipng"])
@@ -64,16 +44,16 @@ async def test_sigkill_of_the_worker_leaves_no_image_pool_process(tmp_path, opti
                 while not await asyncio.to_thread(optimising):  # noqa: ASYNC110 - no event for a process table
                     await asyncio.sleep(0.02)
             descendants = worker.children(recursive=True)
-            job_tree = [p for p in descendants if _is_job_process(p)]
+            job_tree = [p for p in descendants if is_job_process(p)]  # isotovideo's: the sweep's business
             pool = [p.pid for p in descendants if p not in job_tree]
             assert pool, "no image pool process seen"
             os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
             for _ in range(200):  # PR_SET_PDEATHSIG is immediate; give the kernel a moment to deliver it
-                if not _running(pool):
+                if not alive_pids(pool):
                     break
                 await asyncio.sleep(0.05)
-            assert _running(pool) == [], [(p, psutil.Process(p).cmdline()) for p in _running(pool)]
+            assert alive_pids(pool) == [], [(p, psutil.Process(p).cmdline()) for p in alive_pids(pool)]
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -21,8 +21,7 @@ from backend import events as ev
 from backend.engine.cgroup import Cgroups, JobCgroup, find_root
 from backend.engine.sweep import CLAIMS, sweep_pool
 from backend.metrics import Metrics
-from tests.cgroup_support import make_test_root, remove_test_root
-from tests.helpers import free_instance
+from tests.helpers import alive, free_instance
 from tests.integration.harness import (
     job_settings,
     make_config,
@@ -44,21 +43,6 @@ os.wait()
 print('ready', flush=True)
 time.sleep(300)
 """
-
-
-@pytest.fixture
-def cgroup_root():
-    root = make_test_root()
-    yield root
-    if root is not None:
-        remove_test_root(root)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _start_in(cgroup: JobCgroup, cwd: Path) -> subprocess.Popen:
@@ -93,7 +77,7 @@ def test_job_cgroup_holds_the_whole_tree_and_kill_is_total(cgroup_root, tmp_path
         killed = job.kill()
         assert sorted(killed) == sorted(pids)
         proc.wait(5)
-        assert not _alive(escaped) and job.pids() == []
+        assert not alive(escaped) and job.pids() == []
         assert job.remove() and not job.path.exists()
         assert job.usage() is None
     finally:
@@ -127,7 +111,7 @@ async def test_sweep_kills_an_earlier_lifes_cgroup_and_spares_a_claimed_one(cgro
         with caplog.at_level(logging.WARNING, logger="backend.engine.sweep"):
             killed = await sweep_pool(pool, "[slot 5] at start:", cgroups=cgroups, instance=5)
         assert sorted(killed) == sorted(old_pids)
-        assert not any(_alive(p) for p in old_pids)
+        assert not any(alive(p) for p in old_pids)
         assert not old.path.exists()
         assert adopted_proc.poll() is None and len(await asyncio.to_thread(adopted.pids)) == 2
         line = next(r.getMessage() for r in caplog.records if "earlier job's cgroup" in r.getMessage())
@@ -174,7 +158,7 @@ async def test_a_job_runs_in_its_cgroup_reports_figures_and_is_killed_whole(cgro
                 done = await web.wait_job_done(job_id, 30)
                 assert done.state == "done"
                 await web.wait_for(lambda: worker.view.slots[instance].job is None, 15)
-                await web.wait_for(lambda: not any(_alive(p) for p in tree), 10)
+                await web.wait_for(lambda: not any(alive(p) for p in tree), 10)
                 if cgroup_root is not None:
                     await web.wait_for(lambda: not job_dir.exists(), 10)  # removed after the stop
                     assert "cgroup.kill of" in caplog.text
@@ -215,7 +199,7 @@ async def test_auto_uses_the_workers_own_cgroup_as_under_systemd_delegate(cgroup
             web.cancel_job(job_id)
             await web.wait_job_done(job_id, 30)
             await web.wait_for(lambda: not job_dir.exists(), 15)
-            assert not any(_alive(p) for p in simulator)
+            assert not any(alive(p) for p in simulator)
         finally:
             if proc.returncode is None:
                 proc.terminate()

@@ -15,42 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from backend.engine.procs import MARKER_ENV
-from tests.helpers import free_instance
-from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
-
-
-def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def _job_tree_of(worker_pid: int) -> list[psutil.Process]:
-    """Every process carrying a job marker of that worker (the marker names its pid)."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get(MARKER_ENV, "").startswith(f"qaworker-{worker_pid}-"):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+from tests.helpers import free_instance, job_processes_of, living, until_in_thread
+from tests.integration.harness import end_worker_process, job_settings, mock_web, start_worker_process, wait_registered
 
 
 async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path: Path) -> None:
@@ -64,20 +30,20 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
             job_id = web.schedule_job(job_settings(SIM_HANG="login", SIM_ORPHAN="1", SIM_QEMU_PID="1",
                                                    OPTIMIZE_IMAGES="1", SIM_SCREENSHOTS="3"))
             await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
-            await web.wait_for(lambda: len(_job_tree_of(old.pid)) >= 3, 15)  # simulator, orphan, qemu
+            await until_in_thread(lambda: len(job_processes_of(old.pid)) >= 3, 15, "simulator, orphan and qemu")
             old_worker = psutil.Process(old.pid)
 
             def image_pool() -> list[psutil.Process]:  # the optimiser helpers (idle for 60 s after work)
                 return [p for p in old_worker.children(recursive=True) if "pngworker" in " ".join(p.cmdline())]
 
-            await web.wait_for(lambda: bool(image_pool()), 30)
-            leftovers = _job_tree_of(old.pid)
-            everything_old = old_worker.children(recursive=True) + leftovers
-            assert set(image_pool()) <= set(everything_old)
+            pngworkers = await until_in_thread(image_pool, 30, "the image pool")
+            leftovers = await asyncio.to_thread(job_processes_of, old.pid)
+            everything_old = await asyncio.to_thread(old_worker.children, recursive=True) + leftovers
+            assert set(pngworkers) <= set(everything_old)
             pool = Path(next(p.cwd() for p in leftovers if p.ppid() == old.pid))  # the simulator's cwd
             os.kill(old.pid, signal.SIGKILL)
             await old.wait()
-            assert len(_running(leftovers)) >= 3  # the crash left the job tree running, as in the issue
+            assert len(living(leftovers)) >= 3  # the crash left the job tree running, as in the issue
 
             # The web UI gives the job up (as it does for a worker that vanished) and clones it.
             web.state.abandon(web.jobs[job_id], "abandoned: associated worker has gone")
@@ -91,7 +57,7 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
             # The slot sweeps at its start and before every setup (live restore, where present, ends the
             # abandoned job's tree too): once the clone is being set up, nothing of the old life is left.
             await web.wait_for(lambda: web.jobs[clone_id].state not in ("scheduled", "assigned"), 60)
-            assert _running(everything_old) == [], [(p.pid, p.cmdline()) for p in _running(everything_old)]
+            assert living(everything_old) == [], [(p.pid, p.cmdline()) for p in living(everything_old)]
             done = await web.wait_job_done(clone_id, 60)
             assert (done.state, done.result) == ("done", "passed")
 
@@ -110,6 +76,6 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
                 old.kill()
                 await old.wait()
             if new is not None:
-                await _stop(new)
-            for proc in _running(leftovers):  # only on failure: ours, ended by pid
+                await end_worker_process(new)
+            for proc in living(leftovers):  # only on failure: ours, ended by pid
                 proc.kill()

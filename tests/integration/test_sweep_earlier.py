@@ -21,6 +21,7 @@ import pytest
 
 from backend.engine.procs import MARKER_ENV
 from backend.engine.sweep import CLAIMS, POOL_ENV, sweep_pool
+from tests.helpers import alive
 
 SLEEPER = "import signal, sys, time\n{extra}\nprint('ready', flush=True)\ntime.sleep(300)\n"
 
@@ -57,13 +58,6 @@ def spawn():
     spawner = Spawner()
     yield spawner
     spawner.cleanup()
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 async def test_sweep_kills_an_earlier_jobs_processes_and_spares_the_rest(tmp_path, spawn, caplog) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 
 import httpx
 
 from tests.helpers import free_instance, free_port
-from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
+from tests.integration.harness import end_worker_process, job_settings, mock_web, start_worker_process, wait_registered
 
 
 async def scrape(client: httpx.AsyncClient, port: int) -> str:
@@ -67,9 +66,4 @@ async def test_influxdb_minion_reports_active_queued_failed_and_cache_size(tmp_p
             metrics = await client.get(f"{url}/metrics", timeout=5)
             assert "qaworker_cache_bytes 500000.0" in metrics.text  # next to the Prometheus endpoint
         finally:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 30)
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await end_worker_process(proc)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from pathlib import Path
 
 from tests.fakebin import FakeBin, fakebin  # noqa: F401 (fixture)
 from tests.helpers import free_instance
-from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
+from tests.integration.harness import end_worker_process, job_settings, mock_web, start_worker_process, wait_registered
 
 PASSWORD = "Ipmi-Pass-7731"
 IPMI = (f"IPMI_HOSTNAME = bmc.example.test\nIPMI_USER = admin\nIPMI_PASSWORD = {PASSWORD}\n"
@@ -31,13 +30,7 @@ async def worker(tmp: Path, url: str, extra: str):
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await end_worker_process(proc)
 
 
 async def test_idle_slot_powers_the_sut_off_but_not_while_a_job_runs(tmp_path, fakebin):  # noqa: F811

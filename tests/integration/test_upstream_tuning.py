@@ -3,13 +3,9 @@ process; a fake ``rsync`` on PATH that fails with exit 23, "partial transfer", w
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-
 from tests.fakebin import fakebin  # noqa: F401 (fixture)
 from tests.helpers import free_instance
-from tests.integration.harness import job_settings, mock_web, start_worker_process, wait_registered
+from tests.integration.harness import end_worker_process, job_settings, mock_web, start_worker_process, wait_registered
 
 
 async def test_rsync_timeout_retries_period_and_sync_attempts_come_from_the_environment(
@@ -26,12 +22,7 @@ async def test_rsync_timeout_retries_period_and_sync_attempts_come_from_the_envi
             await wait_registered(web)
             job = await web.wait_job_done(web.schedule_job(job_settings(SIM_MODULES="boot")), 60)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 30)
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await end_worker_process(proc)
     assert job.result == "incomplete"
     assert "Failed to rsync tests: exit code 23" in job.reason
     calls = fakebin.calls("rsync")

@@ -10,29 +10,10 @@ import psutil
 import pytest
 
 from backend.engine.cgroup import JobCgroup
-from tests.cgroup_support import make_test_root, remove_test_root
+from tests.helpers import alive_pids
 from tests.interop.conftest import wait_until
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def cgroup_root():
-    root = make_test_root()
-    yield root
-    if root is not None:
-        remove_test_root(root)
-
-
-def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _tree(root_pid: int) -> list[int]:
@@ -67,9 +48,9 @@ def test_real_isotovideo_lives_in_its_job_cgroup_and_cancel_kills_it_whole(webui
     webui.api("POST", f"/api/v1/jobs/{job_id}/cancel").raise_for_status()
     job = webui.wait_job(job_id, timeout=60)
     assert job["result"] == "user_cancelled"
-    wait_until(lambda: not _alive(members), timeout=20, message="every member of the job cgroup gone")
+    wait_until(lambda: not alive_pids(members), timeout=20, message="every member of the job cgroup gone")
     wait_until(lambda: not job_dir.exists(), timeout=10, message="the job cgroup removed")
-    assert "cgroup.kill of" in worker.log() or not _alive(members)
+    assert "cgroup.kill of" in worker.log() or not alive_pids(members)
 
 
 def test_sigkilled_qaworkers_tree_is_gone_before_the_next_job_in_the_pool(webui, qaworker, tmp_path: Path):
@@ -89,7 +70,7 @@ def test_sigkilled_qaworkers_tree_is_gone_before_the_next_job_in_the_pool(webui,
     worker.wait(10)
     monitor.wait(10)
     old_tree = [p for p in old_tree if p != monitor.pid]
-    assert len(_alive(old_tree)) == len(old_tree)  # the crash left the job's processes running
+    assert len(alive_pids(old_tree)) == len(old_tree)  # the crash left the job's processes running
     # The web UI gives the job up (as it does once it notices the worker is gone), then a new job comes.
     webui.api("POST", f"/api/v1/jobs/{job_id}/set_done",
               params={"result": "incomplete", "reason": "abandoned: interop test gives the job up"})
@@ -97,7 +78,7 @@ def test_sigkilled_qaworkers_tree_is_gone_before_the_next_job_in_the_pool(webui,
     restarted = qaworker(instance=worker.instance)
     # Registered = past the slot's start, where nothing of an earlier life may be left.
     wait_until(lambda: "registered as worker" in restarted.log(), timeout=60, message="restarted worker registered")
-    assert _alive(old_tree) == [], "the old isotovideo tree survived into the restarted worker's life"
+    assert alive_pids(old_tree) == [], "the old isotovideo tree survived into the restarted worker's life"
     new_id = webui.schedule_for(worker)
     job = webui.wait_job(new_id, timeout=120)
     assert (job["state"], job["result"]) == ("done", "passed"), restarted.log()[-3000:]

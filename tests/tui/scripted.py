@@ -4,7 +4,7 @@
 commands the UI sends; tests/tui/replay.py fills one from a recording of the real worker, which is
 what the snapshots and screenshots use. The scenario builders here publish hand-made sequences with
 fixed timestamps for Pilot tests that need exact content; they use only the states and reasons the
-real backend publishes (no ``accepting``, ``offline`` or setup reasons — see the recordings).
+real backend publishes (no ``offline`` or setup reasons — see the recordings).
 
 ``python -m tests.tui.scripted [scenario]`` runs the dashboard against a scenario that keeps moving.
 """

@@ -15,6 +15,7 @@ from app.tui import RC_TERMINAL_LOST, QaworkerApp
 from backend import events as ev
 from backend.events import SlotState
 from tests.tui import scripted
+from tests.tui.pilot_helpers import WIDE, cell, settle, text_of
 from tests.tui.scripted import ScriptedRuntime, build
 from widgets.connection import ConnectionBar, StopBanner
 from widgets.dialogs import ConfirmScreen, HelpScreen, QuitScreen
@@ -23,21 +24,6 @@ from widgets.logtail import LogTail
 from widgets.slots import SlotTable
 
 pytestmark = pytest.mark.timeout(30)
-
-WIDE = (120, 36)
-
-
-def text_of(widget) -> str:
-    return str(widget.render())
-
-
-def cell(table: SlotTable, instance: int, column: str) -> str:
-    return str(table.get_cell(str(instance), column))
-
-
-async def settle(pilot, delay: float = 0.25) -> None:
-    await pilot.pause(delay)  # renders are throttled to ~10/s
-
 
 def make(name: str, **kwargs) -> tuple[ScriptedRuntime, QaworkerApp]:
     rt = build(name)

@@ -10,27 +10,13 @@ import pytest
 from textual.widgets import Static
 
 from app.tui import QaworkerApp
+from tests.tui.pilot_helpers import WIDE, cell, settle, text_of
 from tests.tui.replay import load
 from widgets.connection import ConnectionBar
 from widgets.job import DeveloperPanel, JobSummary
 from widgets.slots import SlotTable
 
 pytestmark = pytest.mark.timeout(30)
-
-WIDE = (120, 36)
-
-
-def text_of(widget) -> str:
-    return str(widget.render())
-
-
-def cell(table: SlotTable, instance: int, column: str) -> str:
-    return str(table.get_cell(str(instance), column))
-
-
-async def settle(pilot, delay: float = 0.25) -> None:
-    await pilot.pause(delay)  # renders are throttled to ~10/s
-
 
 def make(name: str) -> QaworkerApp:
     rt = load(name)

@@ -7,27 +7,15 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from backend import __version__
 from backend import events as ev
 from backend.events import EventBus, HostState, SlotState
 from backend.metrics import LagProbe, Metrics, loop_lag_probe, serve_metrics
 from tests.helpers import free_port
+from tests.metrics_support import value
 
 HOST = "http://127.0.0.1:9526"
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    out: dict[tuple[str, frozenset], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    return samples(text).get((name, frozenset(labels.items())))
 
 
 async def scrape(url: str) -> httpx.Response:
