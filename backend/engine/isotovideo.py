@@ -120,6 +120,21 @@ def _killpg(pgid: int, sig: int) -> bool:
         return False
 
 
+def _group_has(pgid: int, members: list[psutil.Process]) -> bool:
+    """Whether one of ``members`` (the job's own, found by its marker) is still in process group ``pgid``.
+
+    Once the leader is reaped and its group empty, the kernel may give the number to an unrelated new
+    process, which may lead a group of its own (pid_max is 32768 on many hosts): a group is only ours to
+    kill while one of our processes is in it, which also keeps the number from being reused."""
+    for proc in members:
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                return True
+        except ProcessLookupError:
+            continue
+    return False
+
+
 def _job_env(env: dict[str, str], pool_dir: Path, marker: str) -> dict[str, str]:
     """The worker's environment + ``env``, adjusted like the classic worker does (§11.1)."""
     full = {**os.environ, **env}
@@ -204,7 +219,8 @@ class IsotovideoProcess:
         # Remember the job's processes while they are alive: dead, they are unrecognisable zombies.
         # After a natural exit with the group empty there is nothing to remember (saves a /proc scan).
         known: list[psutil.Process] = []
-        if self._proc.returncode is None or _killpg(self.pid, 0):
+        leader_unreaped = self._proc.returncode is None  # its pid, and so its group id, cannot be reused yet
+        if leader_unreaped or _killpg(self.pid, 0):
             known = await asyncio.to_thread(procs.find_job_processes, self.marker, self.pool_dir)
         if self._proc.returncode is None:
             log.info("stopping isotovideo (pid %d) with SIGTERM to its process group", self.pid)
@@ -220,7 +236,8 @@ class IsotovideoProcess:
             killed = await asyncio.to_thread(self.cgroup.kill)
             if killed:
                 log.info("cgroup.kill of %s: %s", self.cgroup.path, killed)
-        _killpg(self.pid, signal.SIGKILL)
+        if leader_unreaped or _group_has(self.pid, known):
+            _killpg(self.pid, signal.SIGKILL)
         await self.wait()
         await sweep_job_processes(self.marker, self.pool_dir, grace=min(grace, 5.0), known=known)
         if self.cgroup is not None:

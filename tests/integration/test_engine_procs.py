@@ -138,6 +138,23 @@ async def test_natural_exit_then_sweep_leaves_nothing(pool: Path) -> None:
     assert proc.returncode == 3
 
 
+async def test_stop_after_a_natural_exit_never_kills_a_stranger_that_got_the_pid(pool: Path, tmp_path: Path) -> None:
+    """The job's leader was reaped and its group is empty; the kernel then gives the number to a new
+    process that leads a group of its own (pid_max 32768 wraps in minutes on a busy host). stop() must not
+    SIGKILL that group: here the stranger's pid is put where the reused number would be."""
+    proc = await IsotovideoProcess.start([sys.executable, "-c", "pass"], pool_dir=pool, env={},
+                                         log_path=pool / "autoinst-log.txt", marker=new_marker())
+    assert await proc.wait() == 0
+    stranger = await asyncio.create_subprocess_exec(SLEEP, "300", cwd=tmp_path, start_new_session=True)
+    try:
+        proc.pid = stranger.pid  # what a reused pid looks like to the old job: a live group leader
+        await proc.stop(grace=0.5)
+        assert stranger.returncode is None and psutil.Process(stranger.pid).status() != psutil.STATUS_ZOMBIE
+    finally:
+        stranger.kill()
+        await stranger.wait()
+
+
 async def test_environment_and_log_redirection(pool: Path) -> None:
     marker = new_marker()
     (pool / "autoinst-log.txt").write_text("worker line before start\n")
