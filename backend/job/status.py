@@ -144,6 +144,11 @@ class JobReporter:
     def current_interval(self) -> float:
         return self.live_interval if self._viewers > 0 else self.interval
 
+    def hold_rounds(self) -> None:
+        """The job is stopping: start no further periodic round (one under way goes on)."""
+        self._periodic_stop = True
+        self._wake.set()
+
     async def stop_periodic(self) -> None:
         self._periodic_stop = True
         self._wake.set()
