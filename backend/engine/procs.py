@@ -202,23 +202,6 @@ def reap_children(pids: Iterable[int]) -> None:
 _zombies_seen: dict[int, float] = {}
 
 
-def _child_pids() -> list[int]:
-    """Our children from /proc/self/task/*/children (one small file per thread); psutil's
-    ``children()`` reads the stat file of every process on the machine to find the same."""
-    pids: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-        for tid in tasks:
-            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as fh:
-                pids.extend(int(p) for p in fh.read().split())
-    except (OSError, ValueError):  # no CONFIG_PROC_CHILDREN: the slow way
-        try:
-            return [c.pid for c in psutil.Process().children()]
-        except psutil.Error:
-            return []
-    return sorted(set(pids))
-
-
 def reap_orphan_zombies(min_age: float = 1.0) -> list[int]:
     """Reap re-parented orphans that died on their own. Returns the reaped pids.
 
@@ -229,12 +212,13 @@ def reap_orphan_zombies(min_age: float = 1.0) -> list[int]:
     now = time.monotonic()
     reaped: list[int] = []
     zombies: set[int] = set()
-    for pid in _child_pids():
-        if pid in _asyncio_children:
-            continue
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return reaped
+    for child in children:
         try:
-            child = psutil.Process(pid)
-            if child.status() != psutil.STATUS_ZOMBIE:
+            if child.pid in _asyncio_children or child.status() != psutil.STATUS_ZOMBIE:
                 continue
         except psutil.Error:
             continue
