@@ -11,6 +11,7 @@ not swallowed: it tears down and propagates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ from backend.job.status import make_image_pool
 from backend.slot import Slot, SlotServices, StopFlags
 from backend.slot.adopthandover import hand_over
 from backend.state import WorkerView
+from backend.taskdump import QUIT_REPORT_AFTER, report_slow_quit
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class Worker:
         self.exit_code = 0
         self._stopped = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
+        self._slow_quit: asyncio.TimerHandle | None = None  # logs what every task waits for (backend/taskdump.py)
 
     @property
     def stopping(self) -> bool:
@@ -79,6 +82,8 @@ class Worker:
         self.bus.publish(ev.WorkerStopping(mode="quit"))
         for slot in self.slots:
             slot.quit()
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing runs that could hang
+            self._slow_quit = asyncio.get_running_loop().call_later(QUIT_REPORT_AFTER, report_slow_quit)
         if self._deadline is not None:
             self._deadline.reschedule(asyncio.get_running_loop().time() + QUIT_DEADLINE)
 
@@ -181,6 +186,8 @@ class Worker:
         return next(sc for sc in self.config.slots if sc.instance == instance)
 
     async def _shutdown(self) -> None:
+        if self._slow_quit is not None:
+            self._slow_quit.cancel()
         services = self.services
         if services is not None and services.cache is not None:
             try:

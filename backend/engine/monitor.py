@@ -23,8 +23,8 @@ import os
 import signal
 import sys
 
-# Only os/signal/sys at start (each import delays isotovideo's start: no pathlib, no subprocess); json and
-# time once isotovideo has ended.
+# Only os/signal/sys at start (each import delays isotovideo's start: no pathlib, no subprocess); time once
+# isotovideo has ended, and no json at all (the exit record is formatted by hand).
 
 MONITOR_SCRIPT = os.path.realpath(__file__)
 STATE_DIR = ".qaworker"
@@ -41,12 +41,21 @@ def write_json_atomic(path: os.PathLike | str, data: dict) -> None:
     """Write ``data`` so that a reader sees the old file or the whole new one, never a part."""
     import json
 
+    _write_atomic(path, json.dumps(data))
+
+
+def _record_json(record: dict[str, int | float]) -> str:
+    """JSON of a flat record of numbers, without importing json (5 ms between isotovideo's exit and ours)."""
+    return "{" + ", ".join(f'"{key}": {value!r}' for key, value in record.items()) + "}"
+
+
+def _write_atomic(path: os.PathLike | str, text: str) -> None:
     path = os.fspath(path)
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -139,9 +148,12 @@ def main(args: list[str]) -> int:
 
     record = {"monitor_pid": os.getpid(), "monitor_start": proc_start_ticks(os.getpid()) or 0,
               "isotovideo_pid": pid, "returncode": returncode, "ended_at": time.time()}
-    write_json_atomic(exit_file, record)
+    _write_atomic(exit_file, _record_json(record))
     return returncode if returncode >= 0 else 128 - returncode
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the worker waits for this exit: skip the interpreter's teardown (~2.5 ms)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from backend.engine.procscan import candidate_pids, env_entry
+
 log = logging.getLogger(__name__)
 
 MARKER_ENV = "QAWORKER_JOB_MARKER"
@@ -103,16 +105,25 @@ def find_job_processes(marker: str, pool_dir: Path) -> list[psutil.Process]:
     uid = os.getuid()
     pool = _safe_pool(pool_dir)
     found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["pid", "uids", "cwd"]):
-        info = proc.info
-        if info["pid"] == me or info["uids"] is None or info["uids"].real != uid:
+    # the cheap pass finds the few candidates; psutil checks them as it always did (procscan.py)
+    for pid in candidate_pids(pool, [env_entry(MARKER_ENV, marker)] if marker else []):
+        if pid == me:
             continue
-        if pool is not None and _inside(info.get("cwd"), pool):
-            found[proc.pid] = proc
+        try:
+            proc = psutil.Process(pid)
+            if proc.uids().real != uid:
+                continue
+            cwd = proc.cwd()
+        except psutil.AccessDenied:
+            cwd = None
+        except (psutil.Error, OSError):
+            continue
+        if pool is not None and _inside(cwd, pool):
+            found[pid] = proc
             continue
         try:
             if marker and proc.environ().get(MARKER_ENV) == marker:
-                found[proc.pid] = proc
+                found[pid] = proc
         except (psutil.Error, OSError):
             continue
     if pool is not None:

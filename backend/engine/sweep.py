@@ -31,6 +31,7 @@ import psutil
 
 from backend.engine import procs
 from backend.engine.cgroup import Cgroups
+from backend.engine.procscan import candidate_pids, env_entry
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,10 @@ def _pool_names(pool_dir: Path) -> set[str]:
     return names
 
 
-def _match(proc: psutil.Process, pool: Path | None, pool_names: set[str], claim: Claim) -> str | None:
+def _match(proc: psutil.Process, cwd: str | None, pool: Path | None, pool_names: set[str],
+           claim: Claim) -> str | None:
     """Why ``proc`` belongs to an earlier job of the pool, or None."""
-    info = proc.info
-    if pool is not None and procs._inside(info.get("cwd"), pool):
+    if pool is not None and procs._inside(cwd, pool):
         reason = "cwd in the pool"
     else:
         reason = ""
@@ -156,15 +157,22 @@ def find_earlier_processes(pool_dir: Path, cgroup_pids: Iterable[int] = (),
     pool = procs._safe_pool(pool_dir)
     names = _pool_names(pool_dir)
     found: dict[int, Found] = {}
-    for proc in psutil.process_iter(["pid", "uids", "cwd", "status"]):
-        info = proc.info
-        if info["pid"] in spared or info["status"] == psutil.STATUS_ZOMBIE:
+    # the cheap pass finds the few candidates; psutil checks them as it always did (procscan.py)
+    for pid in candidate_pids(pool, [env_entry(POOL_ENV, name) for name in sorted(names)]):
+        if pid in spared:
             continue
-        if info["uids"] is None or info["uids"].real != uid:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE or proc.uids().real != uid:
+                continue
+            cwd = proc.cwd()
+        except psutil.AccessDenied:
+            cwd = None
+        except (psutil.Error, OSError):
             continue
-        why = _match(proc, pool, names, claim)
+        why = _match(proc, cwd, pool, names, claim)
         if why:
-            found[proc.pid] = Found(proc, why)
+            found[pid] = Found(proc, why)
     for pid in cgroup_pids:
         if pid not in found and pid not in spared:
             try:

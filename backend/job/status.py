@@ -93,10 +93,10 @@ class JobReporter:
         self._developer = False
         self._started = False
         self._stopping = False
-        self._periodic_stop = False
         self._broken = False
         self.on_change: Callable[[], None] = lambda: None  # what the web UI has changed (the job record)
         self._wake = asyncio.Event()
+        self._halted = asyncio.Event()  # set once when stopping: no further periodic round
         self._lock = asyncio.Lock()
         self.shots = ScreenshotPrep(ctx.job_id, self.reader, ctx.image_pool, self.tracker,
                                     self.ctx.upload_settings, self._optimize_failed)
@@ -116,7 +116,7 @@ class JobReporter:
         self._watch_task = loop.create_task(self.shot_watcher.run(), name=f"shots-{self.ctx.job_id}")
 
     def trigger(self) -> None:
-        if self._started and not self._periodic_stop:
+        if self._started and not self._halted.is_set():
             self._wake.set()
 
     def set_live_viewers(self, count: int) -> None:
@@ -144,9 +144,13 @@ class JobReporter:
     def current_interval(self) -> float:
         return self.live_interval if self._viewers > 0 else self.interval
 
-    async def stop_periodic(self) -> None:
-        self._periodic_stop = True
+    def hold_rounds(self) -> None:
+        """The job is stopping: start no further periodic round (one under way goes on)."""
+        self._halted.set()
         self._wake.set()
+
+    async def stop_periodic(self) -> None:
+        self.hold_rounds()
         await self._stop_watching()
         if self._task is not None:
             await asyncio.shield(self._task)
@@ -190,7 +194,7 @@ class JobReporter:
 
     # -- the periodic loop ----------------------------------------------------------------------------
     async def _periodic(self) -> None:
-        while not self._periodic_stop:
+        while not self._halted.is_set():
             self._wake.clear()
             started = time.monotonic()
             async with self._lock:
@@ -198,13 +202,14 @@ class JobReporter:
                     await self._round(final=False)
                 except Exception:  # a bad round must not end the loop
                     log.exception("[job %d] status/upload round failed", self.ctx.job_id)
-            if self._periodic_stop:
+            if self._halted.is_set():
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.current_interval)
             spacing = MIN_ROUND_SPACING - (time.monotonic() - started)
-            if spacing > 0 and not self._periodic_stop:
-                await asyncio.sleep(spacing)
+            if spacing > 0 and not self._halted.is_set():
+                with contextlib.suppress(TimeoutError):  # a stop must not wait out the spacing
+                    await asyncio.wait_for(self._halted.wait(), timeout=spacing)
 
     @property
     def _status_path(self) -> str:
@@ -213,10 +218,7 @@ class JobReporter:
     def _touch_live_log(self, present: bool) -> None:
         marker = self.ctx.pool_dir / "live_log"
         try:
-            if present:
-                marker.touch()
-            else:
-                marker.unlink(missing_ok=True)
+            marker.touch() if present else marker.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("[job %d] Unable to %s %s: %s", self.ctx.job_id, "create" if present else "remove",
                         marker, exc)
@@ -302,7 +304,7 @@ class JobReporter:
         self.shots.retry_pause = value
 
     def _screenshot_written(self, name: str) -> None:
-        if not self._periodic_stop:
+        if not self._halted.is_set():
             self.shots.start(name)
 
     # -- image and file uploads ---------------------------------------------------------------------

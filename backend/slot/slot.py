@@ -67,6 +67,7 @@ class Slot:
         self._lock_recheck: asyncio.Task | None = None
         self._caps: dict[str, str] | None = None
         self._finished = asyncio.Event()
+        self._finish_requested = False  # drain/quit/all disabled: end once the queue task is done
         self._grab_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -133,9 +134,13 @@ class Slot:
         return self.runner.busy
 
     def finish_when_idle(self) -> None:
-        """Drain/quit: end the slot as soon as it has no job."""
+        """Drain/quit: end the slot as soon as it has no job (now, or when the busy queue task ends)."""
+        self._finish_requested = True
         if not self.busy:
             self._finished.set()
+
+    def _ending(self) -> bool:
+        return self._finish_requested or self.services.flags.stopping or self.all_disabled
 
     def quit(self) -> None:
         """Stop the job now (reason quit); a web UI that is gone must not hold the exit for long."""
@@ -179,18 +184,28 @@ class Slot:
             conn.send_status_soon()
 
     async def _after_offer(self) -> None:
-        """The last job of an offer is done: re-check, report, and end the slot if it is stopping."""
-        if self.throttle is not None:
-            await self.throttle.release()
-        if self.config.tuning.terminate_after_jobs_done and not self.services.flags.stopping:
-            self.services.on_jobs_done(self.instance)  # the worker drains: the check below ends this slot
-        if self.services.flags.stopping or self.all_disabled:
-            self._finished.set()  # no "idle, waiting for jobs" on the way out: the slot goes offline
-            return
-        await self.availability.check()
-        self._publish_idle_state()
-        for conn in self.connections.values():
-            conn.send_status_soon()
+        """The last job of an offer is done: re-check, report, and end the slot if it is stopping.
+
+        A drain or quit that comes while this runs (the slot still counts as busy) found the slot busy
+        and left the ending to this method, so the stop is checked after every await and once more at
+        the very end, when nothing can come in between any more.
+        """
+        try:
+            if self.throttle is not None:
+                await self.throttle.release()
+            if self.config.tuning.terminate_after_jobs_done and not self.services.flags.stopping:
+                self.services.on_jobs_done(self.instance)  # the worker drains: the check below ends this slot
+            if self._ending():
+                return  # no "idle, waiting for jobs" on the way out: the slot goes offline
+            await self.availability.check()
+            if self._ending():
+                return
+            self._publish_idle_state()
+            for conn in self.connections.values():
+                conn.send_status_soon()
+        finally:
+            if self._ending():
+                self._finished.set()
 
     # -- registration data ------------------------------------------------------------------------
 
