@@ -177,6 +177,7 @@ class ImagePool:
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._threads_started = False
+        self._gate: threading.Barrier | None = None  # while the threads start (shutdown breaks it)
         self._closed = False
 
     # -- the loop side ------------------------------------------------------------------------------------
@@ -192,7 +193,11 @@ class ImagePool:
         if not self._threads_started:
             await asyncio.to_thread(self._start_threads)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._optimize, str(path), method, attempts, pause)
+        try:
+            work = loop.run_in_executor(self._executor, self._optimize, str(path), method, attempts, pause)
+        except RuntimeError:  # shut down while the threads started
+            raise OptimizeError("Unable to optimize image: the worker is shutting down") from None
+        return await work
 
     def pids(self) -> list[int]:
         """The helper processes alive now (for tests and the metrics)."""
@@ -203,6 +208,9 @@ class ImagePool:
         """Stop the helpers (synchronous: they are plain processes); queued work is dropped with
         ``cancel_futures``. The name and signature are ``concurrent.futures.Executor.shutdown``'s."""
         self._closed = True
+        gate = self._gate
+        if gate is not None:  # threads still starting: a cancelled gate task would keep the starter waiting
+            gate.abort()
         self._executor.shutdown(wait=False, cancel_futures=cancel_futures)
         with self._lock:
             helpers, self._helpers = list(self._helpers), set()
@@ -223,13 +231,15 @@ class ImagePool:
         with self._start_lock:
             if self._threads_started:
                 return
-            gate = threading.Barrier(self.size + 1)
+            gate = self._gate = threading.Barrier(self.size + 1)
             try:
                 for _ in range(self.size):  # each blocks at the gate, so each submit starts a thread
                     self._executor.submit(gate.wait, 30)
                 gate.wait(30)
             except (RuntimeError, threading.BrokenBarrierError):  # shut down meanwhile
                 gate.abort()
+            finally:
+                self._gate = None
             self._threads_started = True
 
     def _helper(self) -> _Helper:
