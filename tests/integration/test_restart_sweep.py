@@ -31,7 +31,7 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
                                                    OPTIMIZE_IMAGES="1", SIM_SCREENSHOTS="3"))
             await web.wait_for(lambda: web.jobs[job_id].state == "running", 30)
             await until_in_thread(lambda: len(job_processes_of(old.pid)) >= 3, 15, "simulator, orphan and qemu")
-            old_worker = psutil.Process(old.pid)
+            old_worker = await asyncio.to_thread(psutil.Process, old.pid)
 
             def image_pool() -> list[psutil.Process]:  # the optimiser helpers (idle for 60 s after work)
                 return [p for p in old_worker.children(recursive=True) if "pngworker" in " ".join(p.cmdline())]
@@ -40,10 +40,12 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
             leftovers = await asyncio.to_thread(job_processes_of, old.pid)
             everything_old = await asyncio.to_thread(old_worker.children, recursive=True) + leftovers
             assert set(pngworkers) <= set(everything_old)
-            pool = Path(next(p.cwd() for p in leftovers if p.ppid() == old.pid))  # the simulator's cwd
+            pool = Path(await asyncio.to_thread(  # the simulator's cwd
+                lambda: next(p.cwd() for p in leftovers if p.ppid() == old.pid)))
             os.kill(old.pid, signal.SIGKILL)
             await old.wait()
-            assert len(living(leftovers)) >= 3  # the crash left the job tree running, as in the issue
+            # the crash left the job tree running, as in the issue
+            assert len(await asyncio.to_thread(living, leftovers)) >= 3
 
             # The web UI gives the job up (as it does for a worker that vanished) and clones it.
             web.state.abandon(web.jobs[job_id], "abandoned: associated worker has gone")
@@ -57,7 +59,8 @@ async def test_sigkilled_workers_job_tree_is_killed_before_the_next_job(tmp_path
             # The slot sweeps at its start and before every setup (live restore, where present, ends the
             # abandoned job's tree too): once the clone is being set up, nothing of the old life is left.
             await web.wait_for(lambda: web.jobs[clone_id].state not in ("scheduled", "assigned"), 60)
-            assert living(everything_old) == [], [(p.pid, p.cmdline()) for p in living(everything_old)]
+            left = await asyncio.to_thread(living, everything_old)  # psutil reads /proc: never on the loop
+            assert left == [], [(p.pid, p.cmdline()) for p in left]
             done = await web.wait_job_done(clone_id, 60)
             assert (done.state, done.result) == ("done", "passed")
 
