@@ -93,7 +93,9 @@ async def test_sighup_with_a_queued_sequence_finishes_it_all(tmp_path):
         await assert_no_leftovers(proc.pid)
 
 
-async def test_sigkill_and_restart_abandons_the_job(tmp_path):
+async def test_sigkill_and_restart_reports_the_job_its_monitor_saw_finish(tmp_path):
+    # live restore (issue 11): the job ran on under its monitor, ended while no worker was there,
+    # and the next worker on the slot reports its real result instead of leaving it abandoned
     instance = free_instance()
     async with mock_web(tmp_path) as web:
         proc = await start_worker_process(tmp_path, web.url, instance)
@@ -109,9 +111,9 @@ async def test_sigkill_and_restart_abandons_the_job(tmp_path):
         await assert_no_leftovers(proc.pid, timeout=20)
         second = await start_worker_process(tmp_path, web.url, instance)
         try:
-            job = await web.wait_job_done(job_id, 30)  # re-registration without job_id → abandoned
-            assert job.result == "incomplete"
-            assert "abandoned" in (job.reason or ""), job.reason
+            job = await web.wait_job_done(job_id, 30)
+            assert (job.result, job.reason) == ("passed", None), job.reason
+            assert job.duplicated_as is None  # the web UI did not give it up and clone it
             await assert_healthy(web, second.pid)
         finally:
             second.send_signal(signal.SIGTERM)
