@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import HostConfig, SlotConfig
-from backend.engine import cmdsrv, podman
+from backend.engine import cmdsrv
 from backend.engine.cgroup import Cgroups
 from backend.engine.cgroup_usage import report_usage
-from backend.engine.isotovideo import IsotovideoProcess, build_command
-from backend.engine.mojoenv import mojo_defaults
-from backend.engine.monitor import STATE_DIR
+from backend.engine.isotovideo import IsotovideoProcess
 from backend.engine.watch import PoolWatcher
 from backend.events import EventBus
 from backend.job import outcome as oc
@@ -42,6 +40,7 @@ from backend.job.setup import (
     ports_for,
     setup_job,
 )
+from backend.job.spawn import SpawnError, SpawnRequest, spawn_isotovideo
 from backend.job.status import JobReporter, ReporterContext
 from backend.ports import AssetProvider, TestsProvider
 from backend.tasks import PhaseEnd, run_phase
@@ -232,31 +231,15 @@ class Job:
                                               json={"status": {"setup": 1, "worker_id": self.ctx.worker_id}})
 
     async def _start_isotovideo(self, env: dict[str, str]) -> bool:
-        try:  # OS_AUTOINST_GIT_REPO: in podman (issue 12 row 14)
-            cache = self.ctx.slot.settings.get("CACHEDIRECTORY")
-            container = await podman.podman_command(self.settings, self.pool_dir, self.ctx.prjdir,
-                                             (self.ctx.host.share_dir, *((Path(cache),) if cache else ())))
-        except podman.ContainerSetupError as exc:
-            self.log.note(str(exc), logging.ERROR)
-            self.request_stop(oc.SETUP_FAILURE, f"setup failure: {exc}")
-            return False
-        argv, uses_shell = (container, False) if container else build_command(self.ctx.isotovideo, self.settings)
-        if uses_shell:
-            self.log.note(f"ISOTOVIDEO setting needs a shell: {argv[-1]}", logging.WARNING)
-        full_env = {**mojo_defaults(os.environ), **env}  # the engine adds the worker's own environment
-        cgroups = self.ctx.cgroups
-        cgroup = (await asyncio.to_thread(cgroups.create, self.ctx.slot.instance, self.id)
-                  if cgroups is not None and cgroups.enabled else None)
+        ctx = self.ctx
+        request = SpawnRequest(ctx.isotovideo, self.settings, self.pool_dir, ctx.prjdir, ctx.host.share_dir,
+                               ctx.slot.settings.get("CACHEDIRECTORY"), ctx.slot.instance, self.id, self.marker,
+                               env, ctx.cgroups)
         try:
-            self.process = await IsotovideoProcess.start(argv, pool_dir=self.pool_dir, env=full_env,
-                                                         log_path=self.pool_dir / "autoinst-log.txt",
-                                                         marker=self.marker, monitor_dir=self.pool_dir / STATE_DIR,
-                                                         cgroup=cgroup)
-        except OSError as exc:
-            if cgroup is not None:
-                await asyncio.to_thread(cgroup.remove)
-            self.log.note(f"Unable to start isotovideo: {exc}", logging.ERROR)
-            self.request_stop(oc.SETUP_FAILURE, "setup failure: isotovideo can not be started")
+            self.process = await spawn_isotovideo(request, self.log.note)
+        except SpawnError as exc:
+            self.log.note(str(exc), logging.ERROR)
+            self.request_stop(oc.SETUP_FAILURE, exc.detail)
             return False
         monitored = self.process.monitored
         self.log.note(f"isotovideo has been started (PID: {monitored.isotovideo_pid}) under monitor {self.process.pid}"
