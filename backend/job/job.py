@@ -262,21 +262,20 @@ class Job:
         quitting = stop.reason == oc.QUIT
         attempts = 3 if quitting else None
         try:
-            self.reporter.hold_rounds()  # no new periodic round: the final status covers everything
-            stop = await self._announce_and_end(stop, was_active)
+            if was_active:
+                await self.reporter.post_uploading()
+            stop = await self._end_isotovideo(stop)
             self.log.autoinst(f"+++ worker notes +++\nEnd time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
                               f"\nResult: {stop.reason}")
             await self.log.flush()
-            final_posted = False
             if was_active and stop.reason not in oc.SKIP_UPLOADS:
                 self._set_state(JobState.UPLOADING)
-                stop = await self._uploads_beside_final_status(stop)
-                final_posted = True
+                stop = await self._final_uploads(stop)
                 quitting = quitting or stop.reason == oc.QUIT
             await self.reporter.stop_periodic()
             if quitting and was_active:
                 stop = await self._duplicate(stop, attempts)
-            if was_active and stop.reason != oc.API_FAILURE and not final_posted:
+            if was_active and stop.reason != oc.API_FAILURE:
                 await self.reporter.final_status()
             decision = await self._decide(stop)
             result = await self._set_done(decision) if was_active or stop.reason != oc.QUIT else "incomplete"
@@ -289,35 +288,6 @@ class Job:
         final = result or decision.result or "none"
         ok = stop.reason == oc.DONE and final in oc.OK_RESULTS
         return JobOutcome(self.id, stop.reason, final, decision.reason or "", ok)
-
-    async def _announce_and_end(self, stop: oc.StopRequest, announce: bool) -> oc.StopRequest:
-        """§14.2 steps 2-4; the "uploading" post does not wait for isotovideo's end (nor it for the post)."""
-        if not announce:
-            return await self._end_isotovideo(stop)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.reporter.post_uploading())
-                ended = tg.create_task(self._end_isotovideo(stop))
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-        return ended.result()
-
-    async def _uploads_beside_final_status(self, stop: oc.StopRequest) -> oc.StopRequest:
-        """§14.2 steps 6-8 overlapped: the logs go up while the last round finishes and the final status
-        is posted; they do not depend on each other, and set_done waits for both. (Upstream's logs go up
-        in a forked process beside its loop too.) Should a log upload fail, the job still ends
-        ``api-failure``; the results the web UI already has do no harm there."""
-        async def last_round() -> None:
-            await self.reporter.stop_periodic()
-            await self.reporter.final_status()
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(last_round())
-                uploads = tg.create_task(self._final_uploads(stop))
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-        return uploads.result()
 
     async def _final_uploads(self, stop: oc.StopRequest) -> oc.StopRequest:
         self._upload_task = asyncio.create_task(self.reporter.final_uploads(stop.reason))
