@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
 from app.tui import QaworkerApp
 from backend.worker import Worker
-from tests.integration.harness import assert_no_leftovers, job_settings, make_config, mock_web, wait_registered
+from tests.integration.harness import (
+    assert_no_leftovers,
+    job_settings,
+    make_config,
+    mock_web,
+    quit_in_process_worker,
+    wait_registered,
+)
 from tests.tui.pilot_helpers import text, until
 
 pytestmark = pytest.mark.timeout(90)
@@ -48,8 +54,6 @@ async def test_a_fresh_cache_hit_shows_at_once_in_the_cache_view(tmp_path) -> No
                 assert web.download_count("hdd", ASSET) == 1
                 assert (await web.wait_job_done(second, 60)).result == "passed"
         finally:
-            worker.quit()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task, 30)
+            await quit_in_process_worker(worker, task)
         assert task.done() and task.result() == 0
         await assert_no_leftovers()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 
 import pytest
 
 from app.tui import QaworkerApp
 from backend.worker import Worker
-from tests.integration.harness import assert_no_leftovers, make_config
+from tests.integration.harness import assert_no_leftovers, make_config, quit_in_process_worker
 from tests.tui.pilot_helpers import cell, text, until
 from widgets.connection import ConnectionBar
 from widgets.job import JobSummary
@@ -45,8 +44,6 @@ async def test_an_unreachable_web_ui_is_not_shown_as_idle(tmp_path) -> None:
             assert "gets no jobs until a web UI connects" in summary
             assert worker.view.slots[instance].state.value == "idle"  # the backend's word, told better
     finally:
-        worker.quit()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(task, 30)
+        await quit_in_process_worker(worker, task)
     assert task.done()
     await assert_no_leftovers()

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
 from app.tui import QaworkerApp
 from backend.events import SlotState
 from backend.worker import Worker
-from tests.integration.harness import assert_no_leftovers, job_settings, make_config, mock_web, wait_registered
+from tests.integration.harness import (
+    assert_no_leftovers,
+    job_settings,
+    make_config,
+    mock_web,
+    quit_in_process_worker,
+    wait_registered,
+)
 from tests.tui.pilot_helpers import cell, text, until
 from widgets.connection import ConnectionBar
 from widgets.job import JobSummary
@@ -59,8 +65,6 @@ async def test_a_real_job_goes_from_running_to_passed_on_screen(tmp_path) -> Non
                 await pilot.press("q")  # no job runs: quit without asking
                 await until(pilot, lambda: worker.stopping, 5, "quit reached the worker")
         finally:
-            worker.quit()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task, 30)
+            await quit_in_process_worker(worker, task)
         assert task.done() and task.result() == 0
         await assert_no_leftovers()

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
 from app.tui import QaworkerApp
 from backend.worker import Worker
-from tests.integration.harness import assert_no_leftovers, job_settings, make_config, mock_web, wait_registered
+from tests.integration.harness import (
+    assert_no_leftovers,
+    job_settings,
+    make_config,
+    mock_web,
+    quit_in_process_worker,
+    wait_registered,
+)
 from tests.tui.pilot_helpers import until
 from widgets.dialogs import ConfirmScreen
 
@@ -49,8 +55,6 @@ async def test_stale_abort_dialog_leaves_the_next_job_alone(tmp_path) -> None:
                 assert web.jobs[first].result == "passed"
                 assert done.result == "passed", f"the job nobody asked about ended {done.result}"
         finally:
-            worker.quit()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task, 30)
+            await quit_in_process_worker(worker, task)
         assert task.done() and task.result() == 0
         await assert_no_leftovers()

@@ -108,10 +108,17 @@ def job_processes(worker_pid: int | None = None) -> list[psutil.Process]:
     return [p for p in found if p.pid != os.getpid()]
 
 
+async def quit_in_process_worker(worker, task: asyncio.Task) -> None:
+    """Quit a worker running in this process as ``task`` and give it 30 s to end (the caller asserts how)."""
+    worker.quit()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(task, 30)
+
+
 async def assert_no_leftovers(worker_pid: int | None = None, timeout: float = 5) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        left = [p for p in job_processes(worker_pid) if _alive(p)]
+    while True:  # the /proc scan takes tens of ms: in a thread, never on the test's loop (the loop guard)
+        left = await asyncio.to_thread(lambda: [p for p in job_processes(worker_pid) if _alive(p)])
         if not left:
             return
         if asyncio.get_running_loop().time() > deadline:
