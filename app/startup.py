@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from backend.config import CliOptions, WorkerConfig
 from backend.config.lookup import system_config_dirs
-
-
-def _system_dirs(environ: dict[str, str] | None = None) -> list[Path]:
-    return system_config_dirs(os.environ if environ is None else environ)
 
 
 def _instances(numbers: list[int]) -> str:
@@ -24,7 +19,7 @@ def system_config_notice(config: WorkerConfig, options: CliOptions,
     machine's own workers.ini (/etc/openqa): someone trying qaworker out may not expect that."""
     if options.host or options.config_dir is not None:
         return None
-    system = [d.resolve() for d in _system_dirs(environ)]
+    system = [d.resolve() for d in system_config_dirs(os.environ if environ is None else environ)]
     used = [f for f in config.config_files if f.name == "workers.ini" and f.resolve().parent in system]
     if not used or not config.slots:
         return None
