@@ -395,4 +395,5 @@ class JobReporter:
     async def final_uploads(self, reason: str) -> str | None:
         """Upload ulogs, assets (done/cancel only) and logs. Returns None or "api failure: <error>"."""
         return await upload_final_files(self.ctx.client, self.ctx.job_id, self.ctx.pool_dir, self.ctx.settings,
-                                        self.tracker, reason, self.ctx.upload_settings())
+                                        self.tracker, reason, self.ctx.upload_settings(),
+                                        self.ctx.upload_concurrency)

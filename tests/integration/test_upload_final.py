@@ -75,6 +75,7 @@ async def test_died_uploads_no_assets_and_quit_uploads_nothing(harness: Harness)
 
 async def test_a_failed_log_upload_turns_into_an_api_failure_naming_the_file(harness: Harness) -> None:
     h = harness
+    h.reporter.ctx.upload_concurrency = 1  # one at a time: exactly upstream's order and stop
     _write_logs(h.pool)
     h.web.fail_names["serial0.txt"] = 404
     error = await h.reporter.final_uploads("done")
@@ -85,6 +86,19 @@ async def test_a_failed_log_upload_turns_into_an_api_failure_naming_the_file(har
     assert "worker-log.txt" in names  # uploaded before the failure
     assert "serial_terminal.txt" not in names  # the rest of that group is not attempted
     assert "journal.txt" in names  # other groups are unaffected
+
+
+async def test_logs_go_up_several_at_a_time_and_all_arrive_intact(harness: Harness) -> None:
+    h = harness
+    h.reporter.ctx.settings.update(FAST)
+    _write_logs(h.pool)
+    h.web.artefact_delay = 0.05
+    assert await h.reporter.final_uploads("done") is None
+    assert 2 <= h.web.max_in_flight <= h.reporter.ctx.upload_concurrency
+    logs = {a.filename: a.content for a in h.web.artefacts if not a.fields}
+    assert logs["autoinst-log.txt"] == b"autoinst\n" and logs["serial0.txt"] == b"serial\n"
+    assert logs["video.ogv"] == (h.pool / "video.ogv").read_bytes()
+    assert len(logs) == 8 and h.web.names(ulog="1") == ["dmesg.txt", "journal.txt"]
 
 
 async def test_chunk_failures_are_retried_per_chunk(harness: Harness) -> None:

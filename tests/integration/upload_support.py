@@ -152,6 +152,9 @@ class FakeWebUI:
     fail_once: dict[str, int] = field(default_factory=dict)  # filename -> status (one time)
     fail_chunks: dict[int, int] = field(default_factory=dict)  # chunk index -> times to answer 500
     status_error: tuple[int, str] | None = None
+    artefact_delay: float = 0.0  # seconds each artefact request takes (to see uploads overlap)
+    in_flight: int = 0
+    max_in_flight: int = 0  # most artefact requests answered at the same time
     auth_failures: int = 0
     url: str = ""
     _artefact_requests: int = 0
@@ -217,6 +220,13 @@ class FakeWebUI:
                 filename, content = part.filename, await part.read()
             else:
                 fields[part.name or ""] = (await part.read()).decode()
+        if self.artefact_delay:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.artefact_delay)
+            finally:
+                self.in_flight -= 1
         if self.fail_every and self._artefact_requests % self.fail_every == 0:
             return web.json_response({"error": "busy"}, status=503)
         if filename in self.fail_names:
