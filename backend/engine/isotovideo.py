@@ -25,6 +25,7 @@ import psutil
 
 from backend.engine import monitor, monitored, procs
 from backend.engine.cgroup import JobCgroup
+from backend.engine.child import ThreadSpawnedChild
 from backend.engine.procs import MARKER_ENV, set_child_subreaper
 from backend.engine.sweep import POOL_ENV, pool_env_value
 
@@ -146,14 +147,15 @@ def _job_env(env: dict[str, str], pool_dir: Path, marker: str) -> dict[str, str]
     return full
 
 
-def _open_log(log_path: Path) -> int:
+def _open_log(log_path: Path, pool_dir: Path) -> int:
+    (pool_dir / "tmp").mkdir(parents=True, exist_ok=True)  # the job's TMPDIR (_job_env)
     return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
 
 class IsotovideoProcess:
     """One running isotovideo (or simulator) and everything it spawned."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, marker: str, pool_dir: Path,
+    def __init__(self, proc: ThreadSpawnedChild, marker: str, pool_dir: Path,
                  cgroup: JobCgroup | None = None) -> None:
         self._proc = proc
         self.cgroup = cgroup  # the job's own cgroup v2, when per-job cgroups are on
@@ -172,22 +174,24 @@ class IsotovideoProcess:
         With ``monitor_dir`` it runs under the conmon-style monitor (``backend.engine.monitor``),
         which outlives the worker and writes ``<monitor_dir>/exit.json``.
         """
-        (pool_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        fd = await asyncio.to_thread(_open_log, log_path)
+        fd = await asyncio.to_thread(_open_log, log_path, pool_dir)
         pipe = os.pipe2(os.O_CLOEXEC) if monitor_dir is not None else None
         run_argv = argv if pipe is None else monitor.monitor_argv(argv, monitor_dir / monitor.EXIT_FILE, pipe[1])
         if cgroup is not None:  # sh enters the cgroup and execs the monitor (same pid, pass_fds kept)
             run_argv = cgroup.enter_argv(run_argv)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *run_argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=pool_dir,
+            proc = await ThreadSpawnedChild.start(
+                run_argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=pool_dir,
                 env=_job_env(env, pool_dir, marker), start_new_session=True,
                 pass_fds=(pipe[1],) if pipe else ())
+        except OSError:
+            if pipe is not None:
+                os.close(pipe[0])
+            raise
         finally:
             os.close(fd)
             if pipe is not None:
                 os.close(pipe[1])
-        procs.register_asyncio_child(proc.pid)
         self = cls(proc, marker, pool_dir, cgroup)
         if pipe is not None:
             assert monitor_dir is not None
@@ -204,7 +208,6 @@ class IsotovideoProcess:
     async def wait(self) -> int:
         """The exit status (negative signal number when killed by a signal)."""
         rc = await self._proc.wait()
-        procs.unregister_asyncio_child(self.pid)
         if self.monitored is not None:  # isotovideo's own status, as the monitor recorded it
             return await asyncio.to_thread(self.monitored.returncode, rc)
         return rc

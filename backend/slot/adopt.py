@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.engine.cgroup import JobCgroup
+from backend.engine.child import wait_pid_exit
 from backend.engine.isotovideo import sweep_job_processes
 from backend.engine.monitored import Monitored, process_matches, read_exit_record
 from backend.job.job import Job, JobContext, JobState
@@ -83,7 +84,7 @@ class AdoptedProcess:
 
     async def wait(self) -> int:
         if self._returncode is None:
-            await _wait_pid_exit(self.pid)
+            await wait_pid_exit(self.pid)
             self._returncode = await asyncio.to_thread(self._recorded_returncode)
         return self._returncode
 
@@ -122,22 +123,6 @@ class AdoptedProcess:
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-async def _wait_pid_exit(pid: int) -> None:
-    """Wait for a process that is not our child to end: a readable pidfd, no polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    gone = loop.create_future()
-    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
-    try:
-        await gone
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 class AdoptedJob(Job):

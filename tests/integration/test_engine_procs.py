@@ -234,3 +234,78 @@ async def test_orphans_that_die_on_their_own_are_reaped_not_left_as_zombies(pool
     await asyncio.sleep(0.3)
     assert set(procs.reap_orphan_zombies(min_age=0.2)) >= {z.pid for z in zombies}
     assert_all_gone([z.pid for z in zombies])
+
+
+async def test_isotovideo_is_forked_off_the_loop_thread_and_its_exit_is_seen_without_polling(
+        pool: Path, monkeypatch) -> None:
+    """The fork + exec (and its wait for the exec) never run on the loop: a loaded worker's loop stalled
+    73-436 ms per spawn when they did (bench/scale.py --blame)."""
+    import subprocess
+    import threading
+
+    forked_on: list[str] = []
+    real_popen = subprocess.Popen
+
+    class RecordingPopen(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            forked_on.append(threading.current_thread().name)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", RecordingPopen)
+    loop_thread = threading.current_thread().name
+    started = time.monotonic()
+    proc = await IsotovideoProcess.start([sys.executable, "-c", "import time; time.sleep(0.3)"], pool_dir=pool,
+                                         env={}, log_path=pool / "autoinst-log.txt", marker=new_marker())
+    monkeypatch.undo()
+    assert forked_on and loop_thread not in forked_on
+    assert proc.returncode is None
+    assert await proc.wait() == 0 and await proc.wait() == 0  # awaited twice: the same status
+    assert time.monotonic() - started < 5
+    assert proc.pid not in procs._asyncio_children  # reaped by us: the zombie sweep may forget it
+
+
+async def test_a_spawn_cancelled_while_forking_leaves_no_process(pool: Path, monkeypatch) -> None:
+    """The job is stopped while the thread still forks: the child appears after the cancel and must not
+    keep running unowned."""
+    import subprocess
+    import threading
+
+    real_popen = subprocess.Popen
+    created: list[int] = []
+    release, forked = threading.Event(), threading.Event()
+
+    class SlowPopen(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            created.append(self.pid)
+            forked.set()
+            release.wait(10)  # the caller is cancelled meanwhile
+
+    monkeypatch.setattr(subprocess, "Popen", SlowPopen)
+    task = asyncio.create_task(IsotovideoProcess.start([SLEEP, "300"], pool_dir=pool, env={},
+                                                       log_path=pool / "autoinst-log.txt", marker=new_marker()))
+    assert await asyncio.to_thread(forked.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    monkeypatch.undo()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if psutil.Process(created[0]).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        assert time.monotonic() < deadline, "the child of a cancelled spawn is still running"
+        await asyncio.sleep(0.02)
+    procs.reap_children(created)  # what the zombie sweep does: the child's exit status is nobody else's
+    assert not psutil.pid_exists(created[0])
+
+
+async def test_an_isotovideo_that_cannot_be_executed_raises_oserror_and_leaks_no_descriptor(pool: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        await IsotovideoProcess.start([str(pool / "no-such-isotovideo")], pool_dir=pool, env={},
+                                      log_path=pool / "autoinst-log.txt", marker=new_marker())
+    assert len(os.listdir("/proc/self/fd")) == before
