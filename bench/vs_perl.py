@@ -6,7 +6,7 @@ the end, instance 1 is never touched). qaworker runs as one process with 4 slots
 qaworker_bench). Phases, medians of --runs (interleaved Perl/qaworker):
 
 1. idle RSS of 4 slots: 4 Perl worker processes vs 1 qaworker process (+ its helper processes);
-2. null-backend job (/usr/bin/isotovideo): POST -> first seen scheduled/running/uploading/done (poll 0.05 s),
+2. null-backend job (/usr/bin/isotovideo): POST -> first seen scheduled/running/uploading/done (poll --poll, 0.05 s),
    worker CPU seconds per job (the worker process itself, not isotovideo);
 3. a job with 500 screenshots, 1024x768 by default (the simulator as ISOTOVIDEO job setting for both workers):
    uploading -> done, POST -> done, the image bytes the web UI stored, qaworker's event-loop lag (10 ms probe
@@ -14,7 +14,7 @@ qaworker_bench). Phases, medians of --runs (interleaved Perl/qaworker):
 4. cache: a 1 GiB HDD_1 asset needed by 4 jobs at once on qaworker's 4 slots (Perl: README figure only).
 
     .venv/bin/python bench/vs_perl.py [--runs 5] [--upload-runs 3] [--no-cache] [--no-upload] [--no-latency]
-                                      [--screenshot-size 1024x768]
+                                      [--screenshot-size 1024x768] [--poll 0.05]
 """
 
 from __future__ import annotations
@@ -240,13 +240,13 @@ def idle_rss(perl_pids: list[int], ours: int, samples: int) -> tuple[float, floa
     return median(mine), median(perl)
 
 
-def latency(ui: RealWebUI, perl_pid: int, ours: int, runs: int) -> dict[str, list[dict]]:
+def latency(ui: RealWebUI, perl_pid: int, ours: int, runs: int, poll: float) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {"perl": [], "ours": []}
     print("\nnull-backend job (real isotovideo):", flush=True)
     for _ in range(runs):
         for tag, pid, cls in (("perl", perl_pid, PERL_CLASS), ("ours", ours, OURS_CLASS)):
             time.sleep(1)
-            r = run_job(ui, pid, WORKER_CLASS=cls)
+            r = run_job(ui, pid, poll, WORKER_CLASS=cls)
             show(tag, r)
             out[tag].append(r)
     return out
@@ -345,6 +345,8 @@ def main() -> int:
     parser.add_argument("--upload-runs", type=int, default=3, help="the Perl worker needs ~1 min per job")
     parser.add_argument("--screenshot-size", default="1024x768")
     parser.add_argument("--no-latency", action="store_true", help="skip the null-job latency phase")
+    parser.add_argument("--poll", type=float, default=0.05,
+                        help="seconds between job state polls in the null-job phase (the resolution of its states)")
     parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--no-upload", action="store_true")
     args = parser.parse_args()
@@ -374,7 +376,7 @@ def main() -> int:
         time.sleep(5)
         rss = idle_rss([perl_pid, *extra_pids], ours.pid, max(5, args.runs))
         print(f"idle RSS 4 slots: qaworker {mib(rss[0]):.1f} MiB, Perl {mib(rss[1]):.1f} MiB", flush=True)
-        lat = latency(ui, perl_pid, ours.pid, 0 if args.no_latency else args.runs)
+        lat = latency(ui, perl_pid, ours.pid, 0 if args.no_latency else args.runs, args.poll)
         if not (args.no_upload and args.no_cache):
             stop_process(ours)  # again with the lag probe (and a cache) for the upload/cache phases
             lag_file = tmp / "lag.json"
