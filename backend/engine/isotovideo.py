@@ -19,6 +19,7 @@ import shlex
 import signal
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -167,12 +168,13 @@ class IsotovideoProcess:
 
     @classmethod
     async def start(cls, argv: list[str], *, pool_dir: Path, env: dict[str, str], log_path: Path,
-                    marker: str, monitor_dir: Path | None = None,
-                    cgroup: JobCgroup | None = None) -> IsotovideoProcess:
+                    marker: str, monitor_dir: Path | None = None, cgroup: JobCgroup | None = None,
+                    on_spawned: Callable[[], None] | None = None) -> IsotovideoProcess:
         """Spawn ``argv`` in its own session (and in ``cgroup``). ``env`` is added to the worker's own.
 
         With ``monitor_dir`` it runs under the conmon-style monitor (``backend.engine.monitor``),
-        which outlives the worker and writes ``<monitor_dir>/exit.json``.
+        which outlives the worker and writes ``<monitor_dir>/exit.json``. ``on_spawned`` is called as
+        soon as the process exists, before the monitor has reported isotovideo's pid.
         """
         fd = await asyncio.to_thread(_open_log, log_path, pool_dir)
         pipe = os.pipe2(os.O_CLOEXEC) if monitor_dir is not None else None
@@ -193,6 +195,8 @@ class IsotovideoProcess:
             if pipe is not None:
                 os.close(pipe[1])
         self = cls(proc, marker, pool_dir, cgroup)
+        if on_spawned is not None:
+            on_spawned()
         if pipe is not None:
             assert monitor_dir is not None
             self.monitored = await monitored.read_started(pipe[0], proc.pid, monitor_dir)

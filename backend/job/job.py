@@ -236,7 +236,9 @@ class Job:
                                ctx.slot.settings.get("CACHEDIRECTORY"), ctx.slot.instance, self.id, self.marker,
                                env, ctx.cgroups)
         try:
-            self.process = await spawn_isotovideo(request, self.log.note)
+            # The first status post (it makes the job "running") goes out as soon as the process exists,
+            # as upstream's goes out right after its fork, not once isotovideo has been exec'd.
+            self.process = await spawn_isotovideo(request, self.log.note, on_spawned=self.reporter.start)
         except SpawnError as exc:
             self.log.note(str(exc), logging.ERROR)
             self.request_stop(oc.SETUP_FAILURE, exc.detail)
@@ -262,20 +264,23 @@ class Job:
         quitting = stop.reason == oc.QUIT
         attempts = 3 if quitting else None
         try:
-            if was_active:
-                await self.reporter.post_uploading()
-            stop = await self._end_isotovideo(stop)
+            stop = await self._announce_and_end(stop) if was_active else await self._end_isotovideo(stop)
             self.log.autoinst(f"+++ worker notes +++\nEnd time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
                               f"\nResult: {stop.reason}")
             await self.log.flush()
+            final_posted = False
             if was_active and stop.reason not in oc.SKIP_UPLOADS:
                 self._set_state(JobState.UPLOADING)
-                stop = await self._final_uploads(stop)
+                if quitting:
+                    stop = await self._final_uploads(stop)
+                else:
+                    stop = await self._uploads_beside_final_status(stop)
+                    final_posted = True
                 quitting = quitting or stop.reason == oc.QUIT
             await self.reporter.stop_periodic()
             if quitting and was_active:
                 stop = await self._duplicate(stop, attempts)
-            if was_active and stop.reason != oc.API_FAILURE:
+            if was_active and stop.reason != oc.API_FAILURE and not final_posted:
                 await self.reporter.final_status()
             decision = await self._decide(stop)
             result = await self._set_done(decision) if was_active or stop.reason != oc.QUIT else "incomplete"
@@ -288,6 +293,39 @@ class Job:
         final = result or decision.result or "none"
         ok = stop.reason == oc.DONE and final in oc.OK_RESULTS
         return JobOutcome(self.id, stop.reason, final, decision.reason or "", ok)
+
+    async def _announce_and_end(self, stop: oc.StopRequest) -> oc.StopRequest:
+        """§14.2 steps 2-4. A running isotovideo is told and stopped only after the "uploading" post, as
+        upstream orders it (a job cancelled mid-run must stay ``cancelled``); one that has ended by itself
+        has nothing left to kill, so its sweep runs beside the post."""
+        process = self.process
+        if process is None or process.returncode is None:
+            await self.reporter.post_uploading()
+            return await self._end_isotovideo(stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.reporter.post_uploading())
+                ended = tg.create_task(self._end_isotovideo(stop))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        return ended.result()
+
+    async def _uploads_beside_final_status(self, stop: oc.StopRequest) -> oc.StopRequest:
+        """§14.2 steps 6-8 overlapped: the logs go up while the last result round finishes and the final
+        status is posted; neither needs the other, and set_done waits for both (upstream's logs go up in a
+        forked process too). A failed log upload still ends the job ``api-failure``; the results the web
+        UI already has then do no harm. Not while quitting: there the duplicate comes before the status."""
+        async def last_round() -> None:
+            await self.reporter.stop_periodic()
+            await self.reporter.final_status()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(last_round())
+                uploads = tg.create_task(self._final_uploads(stop))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        return uploads.result()
 
     async def _final_uploads(self, stop: oc.StopRequest) -> oc.StopRequest:
         self._upload_task = asyncio.create_task(self.reporter.final_uploads(stop.reason))

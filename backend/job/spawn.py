@@ -40,8 +40,10 @@ class SpawnRequest:
     cgroups: Cgroups | None = None
 
 
-async def spawn_isotovideo(req: SpawnRequest, note: Callable[[str, int], None]) -> IsotovideoProcess:
-    """The running process, or ``SpawnError``; ``note`` writes a line to the job's log."""
+async def spawn_isotovideo(req: SpawnRequest, note: Callable[[str, int], None],
+                           on_spawned: Callable[[], None] | None = None) -> IsotovideoProcess:
+    """The running process, or ``SpawnError``; ``note`` writes a line to the job's log, ``on_spawned``
+    runs as soon as the process exists (``IsotovideoProcess.start``)."""
     try:
         container = await podman.podman_command(req.settings, req.pool_dir, req.prjdir,
                                                 (req.share_dir, *((Path(req.cache_dir),) if req.cache_dir else ())))
@@ -57,7 +59,8 @@ async def spawn_isotovideo(req: SpawnRequest, note: Callable[[str, int], None]) 
     try:
         return await IsotovideoProcess.start(argv, pool_dir=req.pool_dir, env=full_env,
                                              log_path=req.pool_dir / "autoinst-log.txt", marker=req.marker,
-                                             monitor_dir=req.pool_dir / STATE_DIR, cgroup=cgroup)
+                                             monitor_dir=req.pool_dir / STATE_DIR, cgroup=cgroup,
+                                             on_spawned=on_spawned)
     except OSError as exc:
         if cgroup is not None:
             await asyncio.to_thread(cgroup.remove)
