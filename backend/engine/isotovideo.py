@@ -137,6 +137,14 @@ def _group_has(pgid: int, members: list[psutil.Process]) -> bool:
     return False
 
 
+async def _reap_killed(proc: ThreadSpawnedChild) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await asyncio.shield(proc.wait())
+    except TimeoutError:
+        log.warning("killed isotovideo monitor (pid %d) did not exit within 5 s", proc.pid)
+
+
 def _job_env(env: dict[str, str], pool_dir: Path, marker: str) -> dict[str, str]:
     """The worker's environment + ``env``, adjusted like the classic worker does (§11.1)."""
     full = {**os.environ, **env}
@@ -199,7 +207,12 @@ class IsotovideoProcess:
             on_spawned()
         if pipe is not None:
             assert monitor_dir is not None
-            self.monitored = await monitored.read_started(pipe[0], proc.pid, monitor_dir)
+            try:
+                self.monitored = await monitored.read_started(pipe[0], proc.pid, monitor_dir)
+            except BaseException:  # cancelled or failed before anyone owns it: it must not run on
+                _killpg(proc.pid, signal.SIGKILL)
+                await _reap_killed(proc)
+                raise
         log.info("started isotovideo (pid %d%s): %s", proc.pid,
                  f", monitored, isotovideo pid {self.monitored.isotovideo_pid}" if self.monitored else "",
                  shlex.join(argv))
