@@ -7,6 +7,7 @@ patterns in one place:
   the work and its companions are children of a TaskGroup, so nothing is left running.
 - ``guarded``: a child of a TaskGroup that must never take its siblings down: an unexpected
   exception is logged with its traceback and the child is restarted after a pause.
+- ``beside``: run several steps at once and get the main one's result, errors unwrapped.
 - ``cancel_and_wait``: cancel tasks and await them without swallowing a cancellation aimed at the
   caller.
 """
@@ -65,6 +66,19 @@ async def run_phase(work: Coroutine[Any, Any, T], *, stop: asyncio.Event, timeou
     if task.cancelled():
         return PhaseResult(PhaseEnd.STOPPED)
     return PhaseResult(PhaseEnd.FINISHED, task.result())
+
+
+async def beside(main: Coroutine[Any, Any, T], *others: Coroutine[Any, Any, Any]) -> T:
+    """Run ``main`` and ``others`` concurrently in one TaskGroup and return ``main``'s result; the first
+    error is re-raised as itself (not as an ExceptionGroup)."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(main)
+            for other in others:
+                tg.create_task(other)
+    except BaseExceptionGroup as group:
+        raise _first(group) from None
+    return task.result()
 
 
 async def _cancel_when_set(event: asyncio.Event, task: asyncio.Task) -> None:

@@ -43,7 +43,7 @@ from backend.job.setup import (
 from backend.job.spawn import SpawnError, SpawnRequest, spawn_isotovideo
 from backend.job.status import JobReporter, ReporterContext
 from backend.ports import AssetProvider, TestsProvider
-from backend.tasks import PhaseEnd, run_phase
+from backend.tasks import PhaseEnd, beside, run_phase
 from backend.webui.client import ApiClient, ApiError
 from backend.webui.messages import JobInfo
 
@@ -302,13 +302,7 @@ class Job:
         if process is None or process.returncode is None:
             await self.reporter.post_uploading()
             return await self._end_isotovideo(stop)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.reporter.post_uploading())
-                ended = tg.create_task(self._end_isotovideo(stop))
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-        return ended.result()
+        return await beside(self._end_isotovideo(stop), self.reporter.post_uploading())
 
     async def _uploads_beside_final_status(self, stop: oc.StopRequest) -> oc.StopRequest:
         """§14.2 steps 6-8 overlapped: the logs go up while the last result round finishes and the final
@@ -319,13 +313,7 @@ class Job:
             await self.reporter.stop_periodic()
             await self.reporter.final_status()
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(last_round())
-                uploads = tg.create_task(self._final_uploads(stop))
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-        return uploads.result()
+        return await beside(self._final_uploads(stop), last_round())
 
     async def _final_uploads(self, stop: oc.StopRequest) -> oc.StopRequest:
         self._upload_task = asyncio.create_task(self.reporter.final_uploads(stop.reason))

@@ -177,3 +177,20 @@ async def test_screenshots_of_a_module_arrive_before_the_next_module_finishes(tm
         assert max(boot_images) < finished["login"], "boot's screenshots came only after login had finished"
         thumbs = [a for a in job.artefacts if a.kind == "thumb"]
         assert len(thumbs) == len(images)
+
+
+async def test_the_logs_go_up_beside_the_final_status(tmp_path):
+    """§14.2 steps 6-8 overlapped for a job whose isotovideo ended by itself: the final status post does
+    not wait for the log uploads (each artefact is held 0.3 s by the web UI); set_done waits for both."""
+    async with mock_web(tmp_path) as web, running_worker(make_config(tmp_path, [web.url])):
+        await wait_registered(web)
+        web.faults.delay(r"/artefact$", 0.3, times=None)
+        job_id = web.schedule_job(job_settings(SIM_MODULES="boot,shutdown"))
+        job = await web.wait_job_done(job_id, 60)
+        assert (job.state, job.result) == ("done", "passed")
+        logs = [a.t for a in job.artefacts if a.kind == "log"]
+        assert len(logs) >= 3
+        final_status = max(t for t, status in job.status_posts if "result" in status and "uploading" not in status)
+        assert final_status < max(logs)  # posted while logs were still going up
+        assert max(logs) <= job.t_done  # set_done came after every log
+        await assert_no_leftovers()

@@ -152,3 +152,24 @@ async def test_task_owner_logs_errors_and_closes(caplog):
     await owner.aclose()
     assert sleeper is not None and sleeper.cancelled()
     assert owner.spawn(asyncio.sleep(0)) is None  # closed: nothing new starts
+
+
+async def test_beside_runs_steps_at_once_returns_the_main_result_and_unwraps_errors():
+    from backend.tasks import beside
+
+    order: list[str] = []
+
+    async def step(name: str, delay: float, result: str | None = None) -> str | None:
+        order.append(f"{name} start")
+        await asyncio.sleep(delay)
+        order.append(f"{name} end")
+        return result
+
+    assert await beside(step("main", 0.05, "value"), step("other", 0.01)) == "value"
+    assert order == ["main start", "other start", "other end", "main end"]  # overlapped, main awaited
+
+    async def broken() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):  # as itself, not as an ExceptionGroup
+        await beside(step("main", 1.0), broken())
