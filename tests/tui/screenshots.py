@@ -15,6 +15,7 @@ from pathlib import Path
 
 from app.tui import QaworkerApp
 from tests.tui.replay import load
+from tests.tui.settle import settle
 
 SIZE = (120, 36)
 # file name -> (recording, keys pressed first)
@@ -45,8 +46,7 @@ async def shoot(scenario: str, size: tuple[int, int] = SIZE, select: int | None 
         if keys:
             await pilot.pause(0.3)
             await pilot.press(*keys)
-        await pilot.pause(0.3)  # let the throttled render land
-        await pilot.wait_for_scheduled_animations()
+        await settle(pilot)  # the throttled render has landed and nothing moves any more
         return app.export_screenshot(title=f"qaworker — {scenario.replace('_', ' ')}")
 
 

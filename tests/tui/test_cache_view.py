@@ -9,6 +9,7 @@ from backend import events as ev
 from backend.events import SlotState
 from tests.tui import scripted
 from tests.tui.scripted import ScriptedRuntime, build
+from tests.tui.settle import then_settle
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -71,8 +72,4 @@ async def test_an_idle_cache_and_no_cache_at_all_are_explained() -> None:
 
 def test_cache_view_snapshot(snap_compare) -> None:
     rt = build("cache_downloading")
-
-    async def settle(pilot) -> None:
-        await pilot.pause(0.3)
-
-    assert snap_compare(QaworkerApp(rt, clock=rt.clock), press=["c"], terminal_size=(80, 24), run_before=settle)
+    assert snap_compare(QaworkerApp(rt, clock=rt.clock), terminal_size=(80, 24), run_before=then_settle("c"))

@@ -5,27 +5,24 @@ from __future__ import annotations
 from app.history_screen import HistoryScreen
 from app.tui import QaworkerApp
 from tests.tui.history_fixtures import BASE, history_runtime
+from tests.tui.settle import settle, then_settle
 from widgets.history import HistoryDetailScreen, HistoryTable, SlotHistory, ago, cycle, slot_history_text
-
-
-async def _settle(pilot) -> None:
-    await pilot.pause(0.3)
 
 
 def test_history_table(snap_compare) -> None:
     rt = history_runtime()
-    assert snap_compare(QaworkerApp(rt, clock=rt.clock), press=["h"], terminal_size=(160, 30), run_before=_settle)
+    assert snap_compare(QaworkerApp(rt, clock=rt.clock), terminal_size=(160, 30), run_before=then_settle("h"))
 
 
 def test_history_table_filtered_by_slot(snap_compare) -> None:
     rt = history_runtime()
-    assert snap_compare(QaworkerApp(rt, clock=rt.clock), press=["h", "s", "s"], terminal_size=(160, 30),
-                        run_before=_settle)
+    assert snap_compare(QaworkerApp(rt, clock=rt.clock), terminal_size=(160, 30),
+                        run_before=then_settle("h", "s", "s"))
 
 
 def test_idle_slot_shows_its_recent_jobs(snap_compare) -> None:
     rt = history_runtime(running=True)
-    assert snap_compare(QaworkerApp(rt, clock=rt.clock), terminal_size=(140, 36), run_before=_settle)
+    assert snap_compare(QaworkerApp(rt, clock=rt.clock), terminal_size=(140, 36), run_before=settle)
 
 
 async def test_newest_first_filters_and_details() -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from app.tui import QaworkerApp
 from tests.tui.history_fixtures import screen_runtime
+from tests.tui.settle import settle
 from widgets.screen import ScreenPanel, image_class
 
 
@@ -21,7 +22,7 @@ async def _drawn(pilot) -> None:
         if panel.query_one(".screen-image").image is not None:
             break
         await pilot.pause(0.1)
-    await pilot.pause(0.3)
+    await settle(pilot)
 
 
 async def _select_running(pilot) -> None:

@@ -13,12 +13,9 @@ import pytest
 from app.tui import QaworkerApp
 from tests.tui.recorder import SCENARIOS
 from tests.tui.replay import load
+from tests.tui.settle import settle, then_settle
 
 SIZES = [(80, 24), (160, 48)]
-
-
-async def _settle(pilot) -> None:
-    await pilot.pause(0.3)  # the throttled first render
 
 
 def _app(scenario: str) -> QaworkerApp:
@@ -29,13 +26,12 @@ def _app(scenario: str) -> QaworkerApp:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_dashboard(snap_compare, scenario: str, size: tuple[int, int]) -> None:
-    assert snap_compare(_app(scenario), terminal_size=size, run_before=_settle)
+    assert snap_compare(_app(scenario), terminal_size=size, run_before=settle)
 
 
 def test_quit_dialog(snap_compare) -> None:
-    assert snap_compare(_app("three_running"), press=["q"], terminal_size=(80, 24), run_before=_settle)
+    assert snap_compare(_app("three_running"), terminal_size=(80, 24), run_before=then_settle("q"))
 
 
 def test_detail_screen(snap_compare) -> None:
-    assert snap_compare(_app("three_running"), press=["down", "enter"], terminal_size=(120, 36),
-                        run_before=_settle)
+    assert snap_compare(_app("three_running"), terminal_size=(120, 36), run_before=then_settle("down", "enter"))
