@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from app import threads
+from app.memory import limit_malloc_arenas
 from backend.config import WorkerConfig
 from backend.worker import Worker
 
@@ -25,6 +26,7 @@ log = logging.getLogger("qaworker")
 
 def run_worker(config: WorkerConfig, *, no_ui: bool = False, log_format: str = "text",
                metrics_port: int | None = None, metrics_address: str = "127.0.0.1") -> int:
+    limit_malloc_arenas()  # before any thread starts
     try:
         return threads.run(main_async(config, no_ui=no_ui, log_format=log_format, metrics_port=metrics_port,
                                       metrics_address=metrics_address))
