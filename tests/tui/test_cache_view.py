@@ -9,7 +9,7 @@ from backend import events as ev
 from backend.events import SlotState
 from tests.tui import scripted
 from tests.tui.scripted import ScriptedRuntime, build
-from tests.tui.settle import then_settle
+from tests.tui.settle import settle, then_settle
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -22,9 +22,9 @@ async def test_cache_view_shows_usage_counters_downloads_and_who_waits() -> None
     rt = build("cache_downloading")
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("c")
-        await pilot.pause(0.3)
+        await settle(pilot)
         overview = shown(app, "#cache-overview")
         assert "36.0 GiB of 50.0 GiB (72%) · 14.0 GiB free" in overview
         assert "57 assets · hits 412 · misses 23 · hit rate 95% · evicted 4" in overview
@@ -40,11 +40,11 @@ async def test_cache_view_shows_usage_counters_downloads_and_who_waits() -> None
         rt.emit(ev.CacheTotals, used_bytes=38_654_705_664, limit_bytes=53_687_091_200, assets=57, hits=413,
                 misses=23, evictions=4)
         rt.emit(ev.CacheProgress, key=f"{scripted.HOST}/tests", done=True)
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert "hits 413" in shown(app, "#cache-overview")
         assert "Downloads in flight (2)" in shown(app, "#cache-text")
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         assert app.screen.id == "dashboard"
 
 
@@ -52,9 +52,9 @@ async def test_an_idle_cache_and_no_cache_at_all_are_explained() -> None:
     rt = build("idle")
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("c")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert "Downloads in flight (0)" in shown(app, "#cache-text")
         assert "none: an asset is downloaded here once" in shown(app, "#cache-text")
         assert "none" in shown(app, "#cache-waiting")
@@ -63,9 +63,9 @@ async def test_an_idle_cache_and_no_cache_at_all_are_explained() -> None:
     rt.emit(ev.SlotStateChanged, instance=1, state=SlotState.IDLE)
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("c")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert "not configured (CACHEDIRECTORY in workers.ini)" in shown(app, "#cache-overview")
         assert not app.screen.query_one("#cache-waiting").display
 

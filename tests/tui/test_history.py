@@ -29,28 +29,28 @@ async def test_newest_first_filters_and_details() -> None:
     rt = history_runtime()
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(160, 30)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("h")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, HistoryScreen)
         table = app.screen.query_one(HistoryTable)
         assert table.row_count == 12
         assert str(table.get_row_at(0)[2]).startswith("#3725044")  # newest first
         await pilot.press("r")  # result filter: the first result in alphabetical order
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         assert {table.get_row_at(i)[3].plain.split()[-1] for i in range(table.row_count)} == {"failed"}
         await pilot.press("x", "s")  # slot 1 only
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         assert {table.get_row_at(i)[1] for i in range(table.row_count)} == {"1"} and table.row_count == 4
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         assert isinstance(app.screen, HistoryDetailScreen)
         detail = str(app.screen.query_one("#history-detail").render())
         assert "#3725011" in detail and f"{BASE}/tests/3725011" in detail and "passed" in detail
         link = table.get_row_at(0)[6]
         assert f"link {BASE}/tests/3725011" in str(link.style)  # clickable where the terminal has OSC 8
         await pilot.press("escape", "escape")
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         assert not isinstance(app.screen, HistoryScreen)
 
 
@@ -58,7 +58,7 @@ async def test_an_idle_slot_shows_history_instead_of_empty_boxes() -> None:
     rt = history_runtime()
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(140, 36)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         panel = app.screen.query_one(SlotHistory)
         assert panel.display and panel.region.height > 5
         text = str(app.screen.query_one("#slot-history-text").render())
@@ -77,9 +77,9 @@ async def test_the_table_fits_the_terminal() -> None:
         rt = history_runtime()
         app = QaworkerApp(rt, clock=rt.clock)
         async with app.run_test(size=(width, 30)) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             await pilot.press("h")
-            await pilot.pause(0.3)
+            await settle(pilot)
             table = app.screen.query_one(HistoryTable)
             assert len(table.columns) == columns
             assert table.virtual_size.width <= width, f"{width} columns: the table scrolls sideways"

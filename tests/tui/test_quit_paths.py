@@ -7,6 +7,7 @@ from textual.command import CommandPalette
 
 from app.tui import QaworkerApp
 from tests.tui.scripted import build
+from tests.tui.settle import settle
 from widgets.dialogs import QuitScreen
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,11 +28,11 @@ async def test_the_palettes_quit_asks_while_jobs_run_and_there_is_only_one() -> 
     rt = build("three_running")
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         titles = await palette_titles(app, pilot, "quit")
         assert [t for t in titles if t.lower().startswith("quit")] == ["Quit"], titles
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, QuitScreen), "the palette's Quit quit without asking"
         assert rt.commands == [] and app.is_running
         await pilot.press("escape")
@@ -44,12 +45,12 @@ async def test_every_other_way_out_asks_the_same_question(way: str) -> None:
     rt = build("three_running")
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         if way == "action_quit":  # Textual's own quit action, as any "app.quit" binding would run it
             await app.run_action("quit")
         else:
             await pilot.press(way)
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert isinstance(app.screen, QuitScreen)
         assert "3 jobs running" in str(app.screen.query_one(".dialog-text").render())
         await pilot.press("escape")

@@ -6,6 +6,7 @@ from app.tui import QaworkerApp
 from backend import events as ev
 from backend.events import SlotState
 from tests.tui.history_fixtures import history_runtime
+from tests.tui.settle import settle
 from widgets.slots import SlotTable
 from widgets.sparkline import RateSampler, durations_text, short_rate, sparkline
 
@@ -44,17 +45,17 @@ async def test_the_slot_table_shows_durations_then_the_upload_rate() -> None:
     rt = history_runtime(running=True)
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(160, 40)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert recent(app, 1) == "██▂█"  # slot 1: 40, 38, 7 (cancelled) and 40 minutes, oldest left
         rt.emit(ev.SlotStateChanged, instance=2, state=SlotState.UPLOADING, job_id=3725102)
         for second in range(4):
             rt.advance(1)
             rt.emit(ev.UploadProgress, instance=2, job_id=3725102, files_done=second, files_total=9,
                     bytes_done=second * 3 * 2**20, bytes_total=40 * 2**20)
-            await pilot.pause(0.15)
+            await settle(pilot, at_least=0.15)
         assert recent(app, 2).endswith("3.0M/s")
     narrow = QaworkerApp(history_runtime(), clock=rt.clock)
     async with narrow.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         keys = [c.key.value for c in narrow.screen.query_one(SlotTable).columns.values()]
         assert "recent" not in keys  # no room below 140 columns

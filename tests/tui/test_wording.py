@@ -8,6 +8,7 @@ from textual.widgets import Button
 from app.tui import QaworkerApp
 from backend.state import CacheView, JobView, SlotView, UploadView
 from tests.tui.scripted import build
+from tests.tui.settle import settle
 from widgets.cache import overview_text, usage_text
 from widgets.dialogs import ConfirmScreen, QuitScreen
 from widgets.job import summary_text, upload_text
@@ -40,9 +41,9 @@ async def test_dialog_buttons_follow_left_and_right() -> None:
     rt = build("three_running")
     app = QaworkerApp(rt, clock=rt.clock)
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause(0.3)
+        await settle(pilot)
         await pilot.press("q")
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         assert isinstance(app.screen, QuitScreen)
         focused = []
         for key in ("left", "left", "right"):
@@ -50,14 +51,14 @@ async def test_dialog_buttons_follow_left_and_right() -> None:
             focused.append(app.focused.id if isinstance(app.focused, Button) else None)
         assert focused == ["drain", "quit", "drain"]
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         await pilot.press("down", "a")  # abort: Cancel first, Left reaches "Abort job", enter confirms
-        await pilot.pause(0.2)
+        await settle(pilot, at_least=0.2)
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("left")
         assert isinstance(app.focused, Button) and app.focused.id == "confirm"
         await pilot.press("right")
         assert isinstance(app.focused, Button) and app.focused.id == "cancel"
         await pilot.press("left", "enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         assert rt.commands == ["abort:2"]
