@@ -113,7 +113,8 @@ async def attach(path: Path, *, read_only: bool = False, app_factory=None) -> in
     link = asyncio.create_task(runtime.run(), name="attach-link")
     try:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(_attached_or_failed(runtime)), 3)
+            async with asyncio.timeout(3):
+                await asyncio.shield(_attached_or_failed(runtime))
         if runtime.link.state == "failed":
             raise AttachError(runtime.link.reason)
         from app.attach_tui import AttachApp

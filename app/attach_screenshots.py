@@ -82,7 +82,8 @@ async def write_all(out: Path) -> list[Path]:
             await feeder.stop()
             worker.quit()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 60)
+                async with asyncio.timeout(60):
+                    await task
             await services.close()
             await web.stop()
             reservation.release()

@@ -185,8 +185,10 @@ class HistoryRecorder:
     async def close(self) -> None:
         if self._writer is not None:
             self._pending.put_nowait(None)
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._writer, 10)
+            _done, pending = await asyncio.wait([self._writer], timeout=10)
+            for task in pending:  # a stuck write: give up on it, the caller's own cancel still propagates
+                task.cancel()
+                await asyncio.wait([task])
         if self.store is not None:
             await self.store.aclose()
 

@@ -140,7 +140,8 @@ class ScreenWatcher:
                 log.exception("screen watcher failed")
             self._wanted_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted_changed.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wanted_changed.wait()
 
     async def poll(self) -> None:
         view = self._view_source()

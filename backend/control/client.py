@@ -166,7 +166,8 @@ class RemoteRuntime:
         self._waiting[request_id] = future
         try:
             self._conn.send({"type": "command", "id": request_id, "cmd": cmd, **args})
-            return await asyncio.wait_for(future, 10)
+            async with asyncio.timeout(10):
+                return await future
         finally:
             self._waiting.pop(request_id, None)
 
@@ -198,7 +199,8 @@ class RemoteRuntime:
     async def _detach(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.command("detach"), 2)
+                async with asyncio.timeout(2):
+                    await self.command("detach")
         self._set_link("detached", "detached")
         self._finish(0)
 
@@ -234,7 +236,8 @@ class RemoteRuntime:
     # -- the link -----------------------------------------------------------------------------------
 
     async def wait_attached(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._attached.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._attached.wait()
 
     async def run(self) -> int:
         """Attach, follow, re-attach after the worker went away, until detached; returns the exit code."""
@@ -269,7 +272,8 @@ class RemoteRuntime:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
 
     async def _follow(self, conn: ControlConnection) -> str:
         self._conn = conn

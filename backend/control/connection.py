@@ -35,13 +35,14 @@ class ControlConnection:
                    probe: bool = False) -> ControlConnection:
         """Connect and exchange hellos; ``probe`` only reads the worker's hello (it logs nothing for that)."""
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=proto.MAX_LINE),
-                                                    timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_unix_connection(str(path), limit=proto.MAX_LINE)
         except PermissionError as exc:
             raise AttachError(f"permission denied: cannot open {path} ({exc.strerror}); root, the worker's user "
                               "and members of the socket's group may attach") from exc
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout)
+            async with asyncio.timeout(timeout):
+                line = await reader.readline()
             if not line:
                 raise ConnectionResetError(f"{path}: closed before the hello")
             first = proto.loads(line)

@@ -130,7 +130,8 @@ class ControlServer(CommandHandlers):
                 client.wake.set()
         if self.clients:  # the writers send the bye and close; a stalled one is cut off
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._no_clients.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._no_clients.wait()
         for client in list(self.clients):
             self._close_client(client)
         for task in list(self._tasks):
@@ -200,7 +201,8 @@ class ControlServer(CommandHandlers):
 
     async def _write_now(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         writer.write(proto.dumps(message))
-        await asyncio.wait_for(writer.drain(), HELLO_TIMEOUT)
+        async with asyncio.timeout(HELLO_TIMEOUT):
+            await writer.drain()
 
     async def _refuse(self, writer: asyncio.StreamWriter, why: str) -> None:
         with contextlib.suppress(Exception):
@@ -209,7 +211,8 @@ class ControlServer(CommandHandlers):
 
     async def _read_hello(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict | None:
         try:
-            line = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT)
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                line = await reader.readline()
         except TimeoutError:
             await self._refuse(writer, "no hello within 10 s")
             return None
@@ -270,7 +273,8 @@ class ControlServer(CommandHandlers):
                 client.outbox_bytes -= sum(map(len, batch))
                 writer.write(b"".join(batch))
             try:
-                await asyncio.wait_for(writer.drain(), self.stall_timeout)
+                async with asyncio.timeout(self.stall_timeout):
+                    await writer.drain()
             except TimeoutError:
                 log.warning("control: %s read nothing for %.0f s; disconnected", client.describe(), self.stall_timeout)
                 self._close_client(client)

@@ -104,7 +104,8 @@ async def detect_interface_version(isotovideo: str) -> int:
         log.warning("cannot run %s --version: %s", isotovideo, exc)
         return 0
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), VERSION_TIMEOUT)
+        async with asyncio.timeout(VERSION_TIMEOUT):
+            out, _ = await proc.communicate()
     except TimeoutError:
         log.warning("%s --version did not answer within %.0f s", isotovideo, VERSION_TIMEOUT)
         _killpg(proc.pid, signal.SIGKILL)
@@ -246,7 +247,8 @@ class IsotovideoProcess:
             log.info("stopping isotovideo (pid %d) with SIGTERM to its process group", self.pid)
             _killpg(self.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(self._proc.wait())
             except TimeoutError:
                 log.warning("isotovideo (pid %d) still running after %.0f s, sending SIGKILL",
                             self.pid, grace)

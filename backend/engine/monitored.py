@@ -71,7 +71,8 @@ def _read_line(fd: int) -> str:
 async def read_started(fd: int, monitor_pid: int, monitor_dir: Path) -> Monitored:
     """Read the monitor's "<isotovideo pid> <start ticks>" line (until EOF, in a thread)."""
     try:
-        line = await asyncio.wait_for(asyncio.to_thread(_read_line, fd), STARTED_TIMEOUT)
+        async with asyncio.timeout(STARTED_TIMEOUT):
+            line = await asyncio.to_thread(_read_line, fd)
     except TimeoutError:
         line = ""
     parts = line.split()

@@ -248,7 +248,8 @@ class Simulator:
         self.write_status(test_execution_paused=PAUSE_REASON)
         await self.broadcast({"paused": 1, "reason": PAUSE_REASON})
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._resume.wait(), self.s.pause_seconds)
+            async with asyncio.timeout(self.s.pause_seconds):
+                await self._resume.wait()
         self.write_status(test_execution_paused=0)
         await self.broadcast({"resume_test_execution": None})
         _log("isotovideo: test execution resumed")

@@ -69,7 +69,8 @@ async def _run_lscpu() -> dict[str, str]:
         log.warning("Cannot run lscpu (%s); using the machine type as CPU architecture", exc)
         return {"cpu_arch": platform.machine()}
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), LSCPU_TIMEOUT)
+        async with asyncio.timeout(LSCPU_TIMEOUT):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

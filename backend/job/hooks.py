@@ -58,7 +58,8 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
         with contextlib.suppress(TimeoutError):
-            await asyncio.shield(asyncio.wait_for(proc.wait(), KILL_GRACE))
+            async with asyncio.timeout(KILL_GRACE):
+                await asyncio.shield(proc.wait())
             return
 
 

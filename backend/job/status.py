@@ -205,11 +205,13 @@ class JobReporter:
             if self._halted.is_set():
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.current_interval)
+                async with asyncio.timeout(self.current_interval):
+                    await self._wake.wait()
             spacing = MIN_ROUND_SPACING - (time.monotonic() - started)
             if spacing > 0 and not self._halted.is_set():
                 with contextlib.suppress(TimeoutError):  # a stop must not wait out the spacing
-                    await asyncio.wait_for(self._halted.wait(), timeout=spacing)
+                    async with asyncio.timeout(spacing):
+                        await self._halted.wait()
 
     @property
     def _status_path(self) -> str:

@@ -300,7 +300,8 @@ class MockWebUI:
         sockets = list(self.sockets.values())
         for sock in sockets:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(sock.close(code=1001, message=b"server going away"), 2.0)
+                async with asyncio.timeout(2.0):
+                    await sock.close(code=1001, message=b"server going away")
         self.notify()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -98,7 +98,8 @@ class AdoptedProcess:
             log.info("stopping adopted isotovideo (monitor pid %d) with SIGTERM to its process group", self.pid)
             _killpg(self.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await self.wait()
             except TimeoutError:
                 log.warning("adopted isotovideo (monitor pid %d) still running after %.0f s, SIGKILL", self.pid, grace)
         if self.cgroup is not None:  # whatever is left of the job goes at once, double-forked daemons included
@@ -108,7 +109,8 @@ class AdoptedProcess:
         if await self._still_ours():
             _killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.wait()
         if self._returncode is None:
             self._returncode = -signal.SIGKILL
         await sweep_job_processes(self.marker, self.pool_dir, grace=min(grace, 5.0))

@@ -10,6 +10,7 @@ abandon them) and reconnecting. ``worker_status`` is sent on connect and self-sc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -118,7 +119,8 @@ class WebUIConnection:
             await self.send({"type": "quit"})
         if self._ws is not None:
             try:
-                await asyncio.wait_for(self._ws.close(), 5)
+                async with asyncio.timeout(5):
+                    await self._ws.close()
             except (TimeoutError, ConnectionClosed, OSError):
                 pass
         self._status_wakeup.set()
@@ -270,10 +272,9 @@ class WebUIConnection:
                 log.exception("[%s #%d] building worker_status failed", self.name, self.instance)
             self._status_wakeup.clear()
             low, high = self.status_interval
-            try:
-                await asyncio.wait_for(self._status_wakeup.wait(), random.uniform(low, high))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow the cancel of a quit
+                async with asyncio.timeout(random.uniform(low, high)):
+                    await self._status_wakeup.wait()
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -285,10 +286,10 @@ class WebUIConnection:
         if delay <= 0:
             return
         self._status_wakeup.clear()
-        try:  # close() sets the wakeup so a stopping worker does not wait out the backoff
-            await asyncio.wait_for(self._wait_closing(), delay)
-        except TimeoutError:
-            pass
+        # close() sets the wakeup, so a stopping worker does not wait out the backoff
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wait_closing()
 
     async def _wait_closing(self) -> None:
         while not self._closing:
