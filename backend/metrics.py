@@ -31,6 +31,7 @@ from backend import __version__
 from backend import events as ev
 from backend.events import HostState, SlotState
 from backend.metrics_influx import MinionFigures
+from backend.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +258,7 @@ class LagProbe:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
 
     def percentile(self, p: float) -> float:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.tasks import cancel_and_wait
+
 log = logging.getLogger("qaworker.screen")
 
 PNG_END = b"IEND\xaeB`\x82"
@@ -125,9 +127,7 @@ class ScreenWatcher:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)  # a cancel aimed at close()'s caller still propagates
 
     async def run(self) -> None:
         while True:

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from collections.abc import Callable, Mapping
 from backend import events as ev
 from backend.api import Runtime
 from backend.events import HostState
+from backend.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,7 @@ class SystemdReporter:
             self._sub.close()
             for task in (watchdog, self._extend_task):
                 if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    await cancel_and_wait(task)
 
     def _handle(self, event: ev.Event) -> None:
         now = self._clock()

@@ -27,6 +27,7 @@ from backend.cache.rsync import rsync_argv, run_rsync
 from backend.cache.store import CacheStore, Eviction
 from backend.cache.workers import CacheWorkers, QueueCounts
 from backend.events import CacheProgress, CacheQueue, CacheTotals, EventBus
+from backend.tasks import cancel_and_wait
 from backend.webui.client import ApiClient
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,7 @@ class AssetCache:
 
     async def close(self) -> None:
         tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*tasks)
         for fd in self._pin_fds.values():
             locks.release(fd)
         self._pin_fds.clear()

@@ -184,8 +184,9 @@ class ControlServer(CommandHandlers):
                 await self._read_loop(client, reader)
             finally:
                 writer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await writer_task
+                await asyncio.wait([writer_task])  # unlike awaiting it, keeps a cancel aimed at us
+                if not writer_task.cancelled():
+                    writer_task.exception()  # a dead client's write error: expected, retrieved
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             if client is not None:
                 log.info("control: %s went away (%s)", client.describe(), exc.__class__.__name__)

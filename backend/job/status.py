@@ -32,6 +32,7 @@ from backend.job.shots import ScreenshotPrep
 from backend.job.shotwatch import ScreenshotWatcher
 from backend.job.upload import ArtefactUploader, ProgressTracker, UploadFailed, UploadSettings
 from backend.livehandler import LiveLog, LogTail, ProgressInfo, UploadProgressPoster
+from backend.tasks import cancel_and_wait
 from backend.webui.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
@@ -163,9 +164,7 @@ class JobReporter:
     async def _stop_watching(self) -> None:
         task, self._watch_task = self._watch_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def post_uploading(self) -> None:
         self._stopping = True
