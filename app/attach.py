@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.control.client import AttachError, ControlConnection, RemoteRuntime
 from backend.control.paths import find_sockets, runtime_dirs
+from backend.tasks import cancel_and_wait
 
 PROG = "qaworker attach"
 
@@ -117,18 +119,16 @@ async def attach(path: Path, *, read_only: bool = False, app_factory=None) -> in
                 await asyncio.shield(_attached_or_failed(runtime))
         if runtime.link.state == "failed":
             raise AttachError(runtime.link.reason)
-        from app.attach_tui import AttachApp
-
-        app = (app_factory or AttachApp)(runtime)
+        if app_factory is None:  # Textual and the dashboard take ~0.5 s to import: not on the loop
+            app_factory = (await asyncio.to_thread(importlib.import_module, "app.attach_tui")).AttachApp
+        app = app_factory(runtime)
         await app.run_async()
         if runtime.link.state == "failed":
             raise AttachError(runtime.link.reason)
         return 0 if app.return_code in (None, 0) else int(app.return_code)
     finally:
         await runtime.close()
-        link.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await link
+        await cancel_and_wait(link)
 
 
 async def _attached_or_failed(runtime: RemoteRuntime) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
+from rich import _emoji_codes  # noqa: F401  rich imports its emoji table at the first markup, on the loop
 from rich.console import RenderableType
 from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
