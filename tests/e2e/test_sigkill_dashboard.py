@@ -37,9 +37,12 @@ async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(
             def helpers() -> list[psutil.Process]:
                 return [p for p in worker.children(recursive=True) if "pngworker" in " ".join(p.cmdline())]
 
-            await web.wait_for(lambda: bool(helpers()), 30)
-            job_tree = job_processes_of(worker.pid)
-            descendants = worker.children(recursive=True)
+            for _ in range(300):  # /proc reads go to a thread: the loop guard watches the test's loop too
+                if await asyncio.to_thread(helpers):
+                    break
+                await asyncio.sleep(0.1)
+            job_tree = await asyncio.to_thread(job_processes_of, worker.pid)
+            descendants = await asyncio.to_thread(worker.children, recursive=True)
             own = [p for p in descendants if p not in job_tree]  # image pool, resource tracker, ...
             everything = list({p.pid: p for p in descendants + job_tree}.values())
             assert own and len(job_tree) >= 2, describe(descendants)
@@ -48,20 +51,22 @@ async def test_sigkill_of_the_dashboard_worker_leaves_nothing_after_the_restart(
             os.kill(worker.pid, signal.SIGKILL)
             await asyncio.to_thread(session.proc.wait, 10)
             for _ in range(100):  # PR_SET_PDEATHSIG / EOF: at once, but let the kernel deliver it
-                if not living(own):
+                if not await asyncio.to_thread(living, own):
                     break
                 await asyncio.sleep(0.05)
-            assert living(own) == [], describe(living(own))
+            left = await asyncio.to_thread(living, own)
+            assert left == [], describe(left)
 
             web.state.abandon(web.jobs[job_id], "abandoned: associated worker has gone")
             web.notify()
             restarted = await start_worker_process(tmp_path, web.url, instance)
             await web.wait_for(lambda: sum(1 for w in web.workers.values() if w.connected) >= 1, 30)
             for _ in range(100):
-                if not living(everything):
+                if not await asyncio.to_thread(living, everything):
                     break
                 await asyncio.sleep(0.05)
-            assert living(everything) == [], describe(living(everything))
+            left = await asyncio.to_thread(living, everything)
+            assert left == [], describe(left)
         finally:
             if session.proc.poll() is None:
                 psutil.Process(session.proc.pid).kill()
