@@ -10,11 +10,7 @@ so two arenas cost no measurable contention. ``MALLOC_ARENA_MAX`` in the environ
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
 import os
-
-log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # malloc.h
 ARENAS = 2
@@ -24,11 +20,9 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     """True when glibc took the limit (or the admin set MALLOC_ARENA_MAX); False on other C libraries."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return True
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the process and its C library: no ldconfig run
+    except (OSError, AttributeError):
         return False  # musl and friends: no mallopt, nothing to tune
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import events as ev
+from backend.tasks import cancel_and_wait
 
 log = logging.getLogger("qaworker.history")
 
@@ -185,10 +186,8 @@ class HistoryRecorder:
     async def close(self) -> None:
         if self._writer is not None:
             self._pending.put_nowait(None)
-            _done, pending = await asyncio.wait([self._writer], timeout=10)
-            for task in pending:  # a stuck write: give up on it, the caller's own cancel still propagates
-                task.cancel()
-                await asyncio.wait([task])
+            await asyncio.wait([self._writer], timeout=10)
+            await cancel_and_wait(self._writer)  # a write stuck for 10 s is given up; a failed one is logged
         if self.store is not None:
             await self.store.aclose()
 
