@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,8 +145,10 @@ async def post_status(request: web.Request) -> web.Response:
     if job.state not in accepted_states:
         return web.json_response({"result": 0})
     _store_status(job, status)
-    return web.json_response({"result": 1, "known_images": _known_images(ui, status),
-                              "known_files": _known_files(job, status), "job_result": compute_result(job)})
+    # stat() per screenshot and file: in a thread, like the worker's own file checks
+    known_images, known_files = await asyncio.to_thread(lambda: (_known_images(ui, status), _known_files(job, status)))
+    return web.json_response({"result": 1, "known_images": known_images, "known_files": known_files,
+                              "job_result": compute_result(job)})
 
 
 def _store_status(job: MockJob, status: dict[str, Any]) -> None:
