@@ -35,6 +35,7 @@ import itertools
 import logging
 import os
 import re
+import resource
 import sys
 import threading
 import time
@@ -168,6 +169,8 @@ class SlowCallback:
     cpu: float | None = None  # None: not measured (a loop without the timed ready queue)
     cpu_wait: float = 0.0
     gc_pause: float = 0.0
+    kernel: float = 0.0  # of ``cpu``, the system time (page faults, syscalls)
+    faults: int = 0  # page faults (minor + major)
     io_share: float | None = None  # of the time asleep in the kernel, the share in blocking calls
     blames: tuple[Blame, ...] = field(default=())  # one per stack sample, or the coroutine chain
     sampled: bool = False
@@ -227,6 +230,8 @@ class SlowCallback:
         parts = [f"wall {ms(self.wall)}"]
         if self.cpu is not None:
             parts.append(f"{ms(self.cpu)} on a CPU")
+            if self.kernel >= 0.0005 or self.faults >= 100:
+                parts.append(f"{ms(self.kernel)} of it in the kernel, {self.faults} page faults")
             if self.blocking_calls >= 0.0005:
                 parts.append(f"{ms(self.blocking_calls)} in blocking calls")
             if self.asleep - self.blocking_calls >= 0.0005:
@@ -493,16 +498,26 @@ class _TimedReady(deque):  # type: ignore[type-arg]
     """The loop's ready queue, noting the loop thread's CPU time as each callback starts (``_run_once``
     takes the next handle with ``popleft`` right before running it)."""
 
-    started: tuple[object, float] | None = None
+    started: tuple[object, float, resource.struct_rusage] | None = None
 
     def popleft(self) -> Any:
         handle = super().popleft()
-        self.started = (handle, time.thread_time())
+        self.started = (handle, time.thread_time(), resource.getrusage(resource.RUSAGE_THREAD))
         return handle
 
     def cpu_of(self, handle: object) -> float | None:
         started = self.started
         return time.thread_time() - started[1] if started is not None and started[0] is handle else None
+
+    def kernel_of(self, handle: object) -> tuple[float, int]:
+        """System time and page faults of the loop thread since ``handle`` started ((0.0, 0) unknown): CPU time
+        that no stack sample can explain is often the kernel's (page faults, memory reclaim)."""
+        started = self.started
+        if started is None or started[0] is not handle:
+            return 0.0, 0
+        now, then = resource.getrusage(resource.RUSAGE_THREAD), started[2]
+        faults = now.ru_minflt + now.ru_majflt - then.ru_minflt - then.ru_majflt
+        return max(0.0, now.ru_stime - then.ru_stime), faults
 
 
 def _time_callbacks(loop: asyncio.AbstractEventLoop) -> None:
@@ -575,6 +590,8 @@ def analyse(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle | None, wall
     label, frames = handle_frames(handle) if handle is not None else ("unknown callback", [])
     end = time.monotonic()
     measured = {"cpu": cpu, "gc_pause": _gc_pauses.within(end - wall, end)}
+    if isinstance(ready, _TimedReady) and handle is not None:
+        measured["kernel"], measured["faults"] = ready.kernel_of(handle)
     if sampler is not None:
         measured.update(cpu_wait=sampler.cpu_wait(end - wall, end), io_share=sampler.io_share(handle))
     samples = sampler.samples_for(handle) if sampler is not None and handle is not None else []

@@ -12,6 +12,16 @@ from pathlib import Path
 
 import pytest
 
+# One locked write per call: fakes run side by side (two caches' rsyncs), and ``print(...) >> calls`` under
+# PYTHONUNBUFFERED=1 writes a line and its newline separately, so two lines came out glued (CI, 2026-12-03).
+_RECORD = (
+    "import fcntl, json, os, sys; "
+    "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); "
+    "os.write(fd, (json.dumps(sys.argv[2:]) + chr(10)).encode()); "
+    "os.close(fd)"
+)
+
 
 class FakeBin:
     def __init__(self, directory: Path) -> None:
@@ -24,7 +34,7 @@ class FakeBin:
         script = self.dir / name
         script.write_text(textwrap.dedent(f"""\
             #!/bin/sh
-            {sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> {calls}
+            {sys.executable} -c '{_RECORD}' {calls} "$@"
             """) + textwrap.dedent(body))
         script.chmod(0o755)
         return script

@@ -85,8 +85,7 @@ class MockWebUI:
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        for sub in ("share/factory", "images", "results"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._make_data_dirs)
         main_sock, live_sock = self._bind_sockets()
         self._runners.append(await self._serve(self._main_app(), main_sock))
         if live_sock is not None:
@@ -97,6 +96,10 @@ class MockWebUI:
         self._loops = [asyncio.create_task(self._scheduler_loop(), name="mockweb-scheduler"),
                        asyncio.create_task(self._stale_loop(), name="mockweb-stale-jobs")]
         log.info("mock web UI listening on %s (flavour %s)", self.url, self.flavour)
+
+    def _make_data_dirs(self) -> None:
+        for sub in ("share/factory", "images", "results"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
     async def stop(self) -> None:
         tasks = [*self._loops, *self._tasks]

@@ -241,3 +241,20 @@ def test_waiting_for_another_thread_does_not_count_but_a_blocking_call_does(repo
     assert waited.wall >= 0.05 and waited.kind == slowcallbacks.LOAD and not waited.counts
     assert "waiting for the GIL or a lock" in waited.describe()
     assert slept.kind == OURS and slept.blocking_calls >= 0.05 and "in blocking calls" in slept.describe()
+
+
+def test_cpu_time_the_kernel_spent_on_page_faults_is_named(reports) -> None:
+    """A callback that touches fresh memory holds the GIL in C (no sample can see it) while the kernel
+    faults the pages in: the report says how much of its CPU time that was."""
+    namespace: dict = {}
+    source = "def touch():\n    buf = bytearray(64 << 20)\n    buf[::4096] = bytes(len(buf[::4096]))\n"
+    exec(compile(source, str(ROOT / "backend" / "toucher.py"), "exec"), namespace)
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(namespace["touch"])
+        await asyncio.sleep(0.05)
+
+    run_guarded(main, threshold=0.005)
+    [report] = [r for r in slow_reports(reports) if r.callback == "callback touch"]
+    assert report.cpu is not None and report.kernel > report.cpu / 2, report.describe()
+    assert "in the kernel" in report.describe(), report.describe()
