@@ -2,7 +2,8 @@
 
 ``SYNC_ASSETS_HOOK`` runs in the pool before a job's assets are cached; a failure ends the job
 ``setup failure: ...``. ``PACKAGES_CMD`` runs once when a slot starts; its output becomes
-``<pool>/worker_packages.txt``, which the pool cleanup keeps and every job uploads with its logs.
+``<pool>/worker_packages.txt``, which the pool cleanup keeps and every job uploads with its logs; a slot that
+starts without it removes an earlier configuration's file rather than upload a stale list with every job.
 Both run through ``/bin/sh -c`` as asyncio subprocesses in their own session, so a cancellation
 (MAX_SETUP_TIME, a stop, a quit) kills the whole command tree instead of leaving it behind.
 """
@@ -107,4 +108,24 @@ async def write_worker_packages(command: str, pool_dir: Path, instance: int) -> 
                     _last_line(result.output))
         return False
     log.info("[slot %d] PACKAGES_CMD output written to %s", instance, pool_dir / PACKAGES_FILE)
+    return True
+
+
+async def forget_worker_packages(pool_dir: Path, instance: int) -> None:
+    """PACKAGES_CMD is not set (any more): remove the list an earlier start left in the pool."""
+    path = pool_dir / PACKAGES_FILE
+    try:
+        removed = await asyncio.to_thread(_unlink_if_present, path)
+    except OSError as exc:
+        log.warning("[slot %d] Unable to remove the stale %s: %s", instance, path, exc)
+        return
+    if removed:
+        log.info("[slot %d] PACKAGES_CMD is not set: removed the stale %s", instance, path)
+
+
+def _unlink_if_present(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
     return True

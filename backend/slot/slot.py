@@ -24,7 +24,7 @@ from backend.health import Availability
 from backend.ipmi import IpmiAutoShutdown, ipmi_enabled
 from backend.job import outcome as oc
 from backend.job.capabilities import capabilities
-from backend.job.hooks import write_worker_packages
+from backend.job.hooks import forget_worker_packages, write_worker_packages
 from backend.job.pool import PoolDir
 from backend.job.sequence import QueuedJob, SequenceError, flatten_sequence
 from backend.slot.adopt import find_adoption
@@ -97,6 +97,8 @@ class Slot:
                          instance=self.instance)
         if self.config.tuning.packages_cmd:  # once per start, like upstream (uploaded with every job's logs)
             await write_worker_packages(self.config.tuning.packages_cmd, self.config.pool_dir, self.instance)
+        else:
+            await forget_worker_packages(self.config.pool_dir, self.instance)
         await self.availability.check()
         # a job an earlier life left running here is held before registering (§4), then resumed
         adoption = await asyncio.to_thread(find_adoption, self.config.pool_dir, self.instance, self.connections)

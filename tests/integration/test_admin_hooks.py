@@ -76,6 +76,24 @@ async def test_packages_cmd_output_is_uploaded_with_every_job(tmp_path):
         assert (job.results_dir / "worker_packages.txt").read_text() == "os-autoinst-4.6\nqemu-8.0\n"
 
 
+async def test_a_start_without_packages_cmd_uploads_no_stale_list(tmp_path):
+    """The admin drops PACKAGES_CMD: the list the last start wrote into the pool must not go out with
+    the next jobs as if it were current."""
+    async with mock_web(tmp_path) as web:
+        with_cmd = make_config(tmp_path, [web.url], settings={"PACKAGES_CMD": "echo qemu-8.0"})
+        async with running_worker(with_cmd):
+            await wait_registered(web)
+            first = await web.wait_job_done(web.schedule_job(job_settings(SIM_MODULES="boot")), 60)
+        without = make_config(tmp_path, [web.url], instances=[with_cmd.slots[0].instance])  # the same pool
+        async with running_worker(without):
+            await wait_registered(web)
+            second = await web.wait_job_done(web.schedule_job(job_settings(SIM_MODULES="boot")), 60)
+    assert (first.results_dir / "worker_packages.txt").read_text() == "qemu-8.0\n"
+    assert second.result == "passed"
+    assert not (second.results_dir / "worker_packages.txt").exists()
+    assert not (without.slots[0].pool_dir / "worker_packages.txt").exists()
+
+
 async def test_packages_cmd_output_is_kept_whole(tmp_path):
     # a real package list is long: the file must hold all of it, not the first pipe read
     pool = tmp_path / "pool" / "1"
