@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from backend.webui.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
@@ -140,10 +142,20 @@ class UploadProgressPoster:
         if info == self._last:
             return False
         try:
-            await self.client.request("POST", self.path, json=info.payload(), base_url=self.base_url,
-                                      attempts=min(PROGRESS_ATTEMPTS, self.client.retry.attempts))
+            response = await self.client.request("POST", self.path, json=info.payload(), base_url=self.base_url,
+                                                 attempts=min(PROGRESS_ATTEMPTS, self.client.retry.attempts))
         except ApiError as exc:
             log.warning("Failed to post upload progress to liveviewhandler. (%s)", exc)
             return False
         self._last = info
+        log.debug("upload progress %s posted to the live view handler, which passed it to %s browser(s)",
+                  info.payload(), _broadcast_count(response))
         return True
+
+
+def _broadcast_count(response: httpx.Response) -> object:
+    try:
+        body = response.json()
+    except ValueError:
+        return "?"
+    return body.get("broadcast_count", "?") if isinstance(body, dict) else "?"

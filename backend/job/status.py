@@ -133,9 +133,14 @@ class JobReporter:
             self._touch_live_log(False)
 
     def enable_developer_session(self) -> None:
+        first = not self._developer
         self._developer = True
         ctx = self.ctx
         ctx.bus.publish(DeveloperSession(instance=ctx.instance, job_id=ctx.job_id, active=True))
+        if first:
+            # A round now, not at the next interval (Perl waits up to 10 s): the developer's browser gets
+            # the upload progress while the live view handler still has it connected.
+            self.trigger()
 
     @property
     def live_viewers(self) -> int:

@@ -122,6 +122,25 @@ async def test_developer_session_posts_upload_progress_down_to_zero(harness: Har
     assert any(isinstance(e, DeveloperSession) and e.active for e in events)
 
 
+async def test_a_developer_session_gets_the_upload_progress_at_once_not_at_the_next_interval(harness: Harness
+                                                                                               ) -> None:
+    h, b = harness, harness.builder
+    b.order([Module("boot")])
+    b.status("running", "boot")
+    h.reporter.interval = 30.0
+    h.reporter.start()
+    await h.web.wait(lambda: h.web.status_posts)
+    await asyncio.sleep(0.3)  # that round is over
+    assert h.web.progress_posts == []
+    h.reporter.enable_developer_session()
+    await h.web.wait(lambda: h.web.progress_posts, timeout=3)  # well before the 30 s interval
+    assert h.web.progress_posts == [{"upload_up_to": None, "upload_up_to_current_module": "",
+                                     "outstanding_files": 0, "outstanding_images": 0}]
+    h.reporter.enable_developer_session()  # the handler says it again (a second browser): no extra round
+    await asyncio.sleep(0.3)
+    assert len(h.web.status_posts) == 2
+
+
 async def test_progress_post_failure_does_not_disturb_uploads(harness: Harness) -> None:
     h, b = harness, harness.builder
     h.reporter.ctx.livehandler_base = "http://127.0.0.1:9"  # nothing listens there
