@@ -7,12 +7,11 @@ tries, retried only for exit codes 10 (socket I/O), 23 (partial transfer), 24 (v
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
+
+from backend.engine.child import run_captured
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +43,10 @@ async def run_rsync(argv: list[str], *, tries: int = 3, pause: float = 3.0) -> R
 
 
 async def _run_once(argv: list[str]) -> tuple[int, str]:
+    """One rsync run in its own session; a cancel kills it and anything it spawned (ssh)."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        result = await run_captured(argv, merge_stderr=True)
     except OSError as exc:
         return 127, f"cannot run {argv[0]}: {exc}"
-    try:
-        out, _ = await proc.communicate()
-    except asyncio.CancelledError:
-        _kill_group(proc.pid)
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(proc.wait())
-        raise
-    code = proc.returncode if proc.returncode is not None else -1
-    return (128 - code if code < 0 else code), out.decode(errors="replace")
-
-
-def _kill_group(pid: int) -> None:
-    """Our rsync runs in its own session: end it and anything it spawned (ssh)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    code = result.returncode
+    return (128 - code if code < 0 else code), result.stdout.decode(errors="replace")

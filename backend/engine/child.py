@@ -4,7 +4,9 @@ through a pidfd in the loop's selector and reaped with a non-blocking ``waitpid`
 ``asyncio.create_subprocess_exec`` forks and then reads the exec's error pipe on the loop thread; that
 read releases the GIL to every other thread (image helpers, uploads, to_thread work), so the loop got
 it back only after them: ``bench/scale.py --blame`` booked 73 ms per isotovideo spawn at 1 job/s and up
-to 436 ms at 3 jobs/s to that one callback. Here the loop never waits for a fork or an exec.
+to 436 ms at 3 jobs/s to that one callback. Here the loop never waits for a fork or an exec: isotovideo starts through
+``ThreadSpawnedChild``, and every helper command whose output the worker reads (rsync, the admin hooks,
+lscpu, ``isotovideo --version``, ipmitool, busctl) through ``run_captured``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
 
 from backend.engine import procs
 
@@ -93,3 +96,81 @@ async def wait_pid_exit(pid: int) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    returncode: int  # negative: killed by that signal
+    stdout: bytes
+    stderr: bytes  # empty when merged into stdout
+
+
+async def run_captured(argv: Sequence[str], *, merge_stderr: bool = False, cwd: os.PathLike[str] | str | None = None,
+                       env: Mapping[str, str] | None = None, output_limit: int | None = None,
+                       kill_grace: float = 0.0) -> Captured:
+    """Run ``argv`` to its end and collect its output; the loop never forks, execs or blocks on it.
+
+    The fork and exec happen in a thread (``ThreadSpawnedChild``), the pipes are read through the loop's
+    selector, and the exit is seen through a pidfd. The child gets its own session and ``/dev/null`` as
+    stdin. Cancelled (a caller's timeout, a stop), its process group gets SIGTERM, SIGKILL after
+    ``kill_grace`` seconds, and is reaped before the cancel goes on. ``output_limit`` bytes of each
+    stream are kept; the rest is read and dropped, so a chatty child never stalls on a full pipe.
+    OSError when it cannot be started, as ``subprocess.Popen`` raises it.
+    """
+    stderr = subprocess.STDOUT if merge_stderr else subprocess.PIPE
+    child = await ThreadSpawnedChild.start(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, cwd=cwd,
+        env=dict(env) if env is not None else None, start_new_session=True)
+    streams = [child._popen.stdout] + ([] if merge_stderr else [child._popen.stderr])
+    readers = [asyncio.ensure_future(_read_to_eof(stream, output_limit)) for stream in streams if stream]
+    try:
+        # shielded: a cancel must not close the pipes under a child that is still running (it would die of
+        # SIGPIPE instead of getting its SIGTERM and the grace to act on it)
+        outputs = await asyncio.shield(asyncio.gather(*readers))
+        returncode = await child.wait()
+    except BaseException:
+        try:
+            await _end_group(child, kill_grace)
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.wait(readers)
+        raise
+    return Captured(returncode, outputs[0], b"" if merge_stderr else outputs[1])
+
+
+async def _read_to_eof(stream: IO[bytes], limit: int | None) -> bytes:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), stream)
+    data = bytearray()
+    try:
+        while chunk := await reader.read(65536):
+            if limit is None:
+                data += chunk
+            elif len(data) < limit:
+                data += chunk[: limit - len(data)]
+    finally:
+        transport.close()  # closes the pipe (the file object no longer owns a usable fd)
+    return bytes(data)
+
+
+async def _end_group(child: ThreadSpawnedChild, grace: float) -> None:
+    """SIGTERM (or at once SIGKILL) to the child's process group, SIGKILL after ``grace``; then reap it.
+    Shielded: the caller's cancel must not leave it running or unreaped."""
+    async def end() -> None:
+        signals = (signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,)
+        for sig in signals:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, sig)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace if sig == signal.SIGTERM else None):
+                    await child.wait()
+                return
+
+    task = asyncio.ensure_future(end())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task  # a second cancel: still reap the child first, then go on cancelling
+        raise

@@ -26,7 +26,7 @@ import psutil
 
 from backend.engine import monitor, monitored, procs
 from backend.engine.cgroup import JobCgroup
-from backend.engine.child import ThreadSpawnedChild
+from backend.engine.child import ThreadSpawnedChild, run_captured
 from backend.engine.procs import MARKER_ENV, set_child_subreaper
 from backend.engine.sweep import POOL_ENV, pool_env_value
 
@@ -97,21 +97,15 @@ async def detect_interface_version(isotovideo: str) -> int:
     """The isotovideo interface version from ``--version``; 0 when unknown or failing."""
     argv = [*_base_argv(isotovideo), "--version"]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        async with asyncio.timeout(VERSION_TIMEOUT):
+            result = await run_captured(argv, merge_stderr=True)
     except OSError as exc:
         log.warning("cannot run %s --version: %s", isotovideo, exc)
         return 0
-    try:
-        async with asyncio.timeout(VERSION_TIMEOUT):
-            out, _ = await proc.communicate()
     except TimeoutError:
         log.warning("%s --version did not answer within %.0f s", isotovideo, VERSION_TIMEOUT)
-        _killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
         return 0
-    match = _INTERFACE_RE.search(out or b"")
+    match = _INTERFACE_RE.search(result.stdout)
     return int(match.group(1)) if match else 0
 
 

@@ -14,6 +14,8 @@ import platform
 import re
 from pathlib import Path
 
+from backend.engine.child import run_captured
+
 log = logging.getLogger(__name__)
 
 WEBSOCKET_API_VERSION = "1"
@@ -62,21 +64,15 @@ def parse_meminfo(text: str) -> int | None:
 
 async def _run_lscpu() -> dict[str, str]:
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "lscpu", env={**os.environ, "LC_ALL": "C"}, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        async with asyncio.timeout(LSCPU_TIMEOUT):
+            result = await run_captured(["lscpu"], env={**os.environ, "LC_ALL": "C"})
     except OSError as exc:
         log.warning("Cannot run lscpu (%s); using the machine type as CPU architecture", exc)
         return {"cpu_arch": platform.machine()}
-    try:
-        async with asyncio.timeout(LSCPU_TIMEOUT):
-            out, _ = await proc.communicate()
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         log.warning("lscpu did not answer within %.0f s", LSCPU_TIMEOUT)
-        out = b""
-    facts = parse_lscpu(out.decode(errors="replace"))
+        return {"cpu_arch": platform.machine()}
+    facts = parse_lscpu(result.stdout.decode(errors="replace"))
     facts.setdefault("cpu_arch", platform.machine())
     return facts
 

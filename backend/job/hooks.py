@@ -4,22 +4,19 @@
 ``setup failure: ...``. ``PACKAGES_CMD`` runs once when a slot starts; its output becomes
 ``<pool>/worker_packages.txt``, which the pool cleanup keeps and every job uploads with its logs; a slot that
 starts without it removes an earlier configuration's file rather than upload a stale list with every job.
-Both run through ``/bin/sh -c`` as asyncio subprocesses in their own session, so a cancellation
+Both run through ``/bin/sh -c`` in their own session (``run_captured``: forked off the loop), so a cancellation
 (MAX_SETUP_TIME, a stop, a quit) kills the whole command tree instead of leaving it behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
-import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.engine.child import run_captured
 from backend.fsutil import write_atomic
 from backend.job.setupbase import SETUP_FAILURE, SetupError
 
@@ -38,30 +35,10 @@ class ShellResult:
 
 
 async def run_shell(command: str, cwd: Path) -> ShellResult:
-    """``/bin/sh -c command`` in ``cwd``; cancelling kills its process group (TERM, then KILL)."""
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        data = bytearray()
-        while chunk := await proc.stdout.read(65536):  # to EOF: a full pipe would block the command
-            data += chunk[: max(0, OUTPUT_LIMIT - len(data))]
-        returncode = await proc.wait()
-    except BaseException:
-        await _kill_group(proc)
-        raise
-    return ShellResult(returncode, bytes(data).decode("utf-8", "replace"))
-
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(KILL_GRACE):
-                await asyncio.shield(proc.wait())
-            return
+    """``/bin/sh -c command`` in ``cwd``; cancelling ends its process group (TERM, then KILL)."""
+    result = await run_captured(["/bin/sh", "-c", command], cwd=cwd, merge_stderr=True, output_limit=OUTPUT_LIMIT,
+                                kill_grace=KILL_GRACE)
+    return ShellResult(result.returncode, result.stdout.decode("utf-8", "replace"))
 
 
 def _last_line(output: str) -> str:
