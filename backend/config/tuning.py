@@ -102,7 +102,7 @@ class SlotTuning:
         env="OPENQA_WORKER_TERMINATE_AFTER_JOBS_DONE")
     packages_cmd: str | None = tunable(
         None, "PACKAGES_CMD", "text", "run at start; its output is uploaded with every job as "
-        "`worker_packages.txt`")
+        "`worker_packages.txt` (a start without it removes the file an earlier one left)")
     lock_name: str | None = tunable(
         None, "LOCK_NAME", "text",
         "host-wide lock a job start must take (`<CACHEDIRECTORY>/worker-locks.sqlite`, shared with Perl workers); "
