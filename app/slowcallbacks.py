@@ -174,6 +174,7 @@ class SlowCallback:
     threshold: float
     cpu: float | None = None  # None: not measured (a loop without the timed ready queue)
     cpu_wait: float = 0.0
+    sampler_wait: float = 0.0  # run-queue wait of the sampler thread itself meanwhile (why a sample may be missing)
     gc_pause: float = 0.0
     kernel: float = 0.0  # of ``cpu``, the system time (page faults, syscalls)
     faults: int = 0  # page faults (minor + major)
@@ -248,6 +249,8 @@ class SlowCallback:
                 parts.append(f"{ms(self.asleep - self.blocking_calls)} waiting for the GIL or a lock")
         if self.cpu_wait >= 0.0005:
             parts.append(f"{ms(self.cpu_wait)} waiting for a CPU")
+        if not self.sampled and self.sampler_wait >= 0.0005:
+            parts.append(f"the sampler kept {ms(self.sampler_wait)} off a CPU")
         if self.gc_pause >= 0.0005:
             parts.append(f"{ms(self.gc_pause)} garbage collection")
         if self.blocked < self.held - 0.0005:
@@ -411,6 +414,8 @@ class StackSampler:
         self._wchan = _open_proc(native, "wchan")
         self._lock = threading.Lock()
         self._delays: deque[tuple[float, float]] = deque(maxlen=4096)  # (monotonic, run delay)
+        self._own_delays: deque[tuple[float, float]] = deque(maxlen=4096)  # the same for the sampler thread
+        self._own_schedstat: int | None = None
         self._samples: tuple[object, list[list[Frame]]] | None = None
         self._states: tuple[object, dict[str, int]] | None = None  # handle -> {"io": n, "lock": n}
         self._stop = threading.Event()
@@ -423,12 +428,14 @@ class StackSampler:
         if self._thread is not threading.current_thread():
             self._thread.join(1)
         with self._lock:
-            for fd in (self._schedstat, self._stat, self._wchan):
+            for fd in (self._schedstat, self._stat, self._wchan, self._own_schedstat):
                 if fd is not None:
                     os.close(fd)
-            self._schedstat = self._stat = self._wchan = None
+            self._schedstat = self._stat = self._wchan = self._own_schedstat = None
 
     def _run(self) -> None:
+        with self._lock:
+            self._own_schedstat = _open_proc(threading.get_native_id(), "schedstat")
         seen: object = None
         since = last = 0.0
         while not self._stop.wait(self.period):
@@ -440,8 +447,11 @@ class StackSampler:
             now = time.monotonic()
             with self._lock:
                 delay = _read_run_delay(self._schedstat)
+                own = _read_run_delay(self._own_schedstat)
             if delay is not None:
                 self._delays.append((now, delay))
+            if own is not None:
+                self._own_delays.append((now, own))
             if handle is not seen:
                 seen, since, last = handle, now, 0.0
                 continue
@@ -487,12 +497,21 @@ class StackSampler:
         """Run-queue wait of the loop thread between two monotonic times (0.0 when unknown)."""
         with self._lock:
             now_delay = _read_run_delay(self._schedstat)
-        points = list(self._delays)
-        if now_delay is not None:
-            points.append((time.monotonic(), now_delay))
-        if len(points) < 2:
-            return 0.0
-        return max(0.0, _interpolate(points, end) - _interpolate(points, start))
+        return _wait_between(list(self._delays), now_delay, start, end)
+
+    def own_wait(self, start: float, end: float) -> float:
+        """Run-queue wait of the sampler thread itself between two monotonic times (0.0 when unknown)."""
+        with self._lock:
+            now_delay = _read_run_delay(self._own_schedstat)
+        return _wait_between(list(self._own_delays), now_delay, start, end)
+
+
+def _wait_between(points: list[tuple[float, float]], now_delay: float | None, start: float, end: float) -> float:
+    if now_delay is not None:
+        points.append((time.monotonic(), now_delay))
+    if len(points) < 2:
+        return 0.0
+    return max(0.0, _interpolate(points, end) - _interpolate(points, start))
 
 
 def _interpolate(points: list[tuple[float, float]], t: float) -> float:
@@ -603,7 +622,8 @@ def analyse(loop: asyncio.AbstractEventLoop, handle: asyncio.Handle | None, wall
     if isinstance(ready, _TimedReady) and handle is not None:
         measured["kernel"], measured["faults"] = ready.kernel_of(handle)
     if sampler is not None:
-        measured.update(cpu_wait=sampler.cpu_wait(end - wall, end), io_share=sampler.io_share(handle))
+        measured.update(cpu_wait=sampler.cpu_wait(end - wall, end), io_share=sampler.io_share(handle),
+                        sampler_wait=sampler.own_wait(end - wall, end))
     samples = sampler.samples_for(handle) if sampler is not None and handle is not None else []
     if samples:
         blames = tuple(Blame.of(sample, sampled=True) for sample in samples)

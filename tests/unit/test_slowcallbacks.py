@@ -277,3 +277,33 @@ def test_python_code_of_ours_that_allocates_is_still_ours(reports) -> None:
     run_guarded(main, threshold=0.02)
     [report] = [r for r in slow_reports(reports) if r.callback == "callback build"]
     assert report.sampled and report.ours, report.describe()
+
+
+def test_the_sampler_knows_how_long_it_was_kept_off_a_cpu() -> None:
+    """A missing sample is explained: the sampler thread's own run-queue wait over the callback's time. Here the
+    sampler shares one CPU, at idle priority, with a busy process, so it has to wait for it."""
+    import os
+    import subprocess
+    import sys
+
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    before = os.sched_getaffinity(0)
+    hog = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    loop = asyncio.new_event_loop()
+    try:
+        os.sched_setaffinity(0, {cpu})  # this thread; the sampler started below inherits it
+        sampler = slowcallbacks.enable(loop, 0.02)
+        # SCHED_IDLE: it runs only when the CPU has nothing else to do, which with the hog beside it is rarely
+        os.sched_setscheduler(sampler._thread.native_id, os.SCHED_IDLE, os.sched_param(0))
+        start = time.monotonic()
+        loop.run_until_complete(asyncio.sleep(0.5))
+        waited = sampler.own_wait(start, time.monotonic())
+    finally:
+        os.sched_setaffinity(0, before)
+        slowcallbacks.disable(loop)
+        loop.close()
+        hog.kill()
+        hog.wait()
+    assert waited > 0.05, waited
+    report = SlowCallback("task 'x' (y)", wall=0.05, threshold=0.02, cpu=0.04, sampler_wait=waited)
+    assert f"the sampler kept {waited * 1000:.0f} ms off a CPU" in report.describe()
