@@ -15,10 +15,9 @@ loaded machine it also fires when the loop thread merely waited for a CPU. So:
 * What counts: the time the callback held the loop minus the time the loop thread waited for a CPU and
   minus garbage-collector pauses, and minus the share of samples spent in asyncio's own machinery
   (debug mode's source tracebacks, a new thread starting up, fork/exec of a subprocess).
-* Kernel time: per callback the loop thread's system time and page faults (``getrusage``). A callback
-  with no sample (the GIL never came free) whose CPU time was mostly the kernel's was faulting pages
-  in under C code — memory pressure of the machine (reclaim), not a code path of ours to fix: it is
-  logged at info level and does not count as ours.
+* Kernel time: per callback the loop thread's system time and page faults (``getrusage``), and for a
+  callback without a sample how long the sampler itself waited for a CPU. They are reported, not
+  subtracted: C code of ours that allocates a big buffer on the loop faults its pages in just so.
 * Whose code it is: the stack's deepest coroutine frame is the one that ran synchronous code. Its
   frames from there on decide: a frame in ``backend/`` or ``app/`` makes it ours, a test coroutine
   calling blocking code itself makes it test code. Without a sample (C code held the GIL), the task's
@@ -60,8 +59,6 @@ NOT_OURS = "slow callback outside our code"
 TEST_CODE = "slow callback in test code"
 LOAD = "slow callback only waiting (for a CPU, the GIL, the garbage collector)"
 MACHINERY = "slow callback mostly in asyncio's own machinery"
-KERNEL = "slow callback mostly in the kernel (page faults or memory reclaim, no frame held the time)"
-KERNEL_SHARE = 0.5  # of an unsampled callback's CPU time, the system time that makes it the kernel's
 
 ROOT = Path(__file__).resolve().parents[1]
 OUR_DIRS = tuple(f"{ROOT / name}{os.sep}" for name in ("backend", "app"))
@@ -223,10 +220,6 @@ class SlowCallback:
     def kind(self) -> str:
         if self.held < self.threshold:
             return LOAD
-        if not self.sampled and self.cpu and self.kernel >= KERNEL_SHARE * self.cpu:
-            # The GIL was held throughout (no sample) while the kernel did most of the work: faulting pages in
-            # for C code. Python code of ours that blocks in a syscall releases the GIL and gets sampled.
-            return KERNEL
         main = self.main
         if not self.counts or main is None:
             return MACHINERY if main is not None else NOT_OURS
@@ -422,6 +415,10 @@ class StackSampler:
         _gc_pauses.install()
         self._thread = threading.Thread(target=self._run, name="slow-callback-sampler", daemon=True)
         self._thread.start()
+        # opened here, not in the thread: by the time the sampler exists all its descriptors do
+        own = _open_proc(self._thread.native_id, "schedstat") if self._thread.native_id is not None else None
+        with self._lock:
+            self._own_schedstat = own
 
     def stop(self) -> None:
         self._stop.set()
@@ -434,8 +431,6 @@ class StackSampler:
             self._schedstat = self._stat = self._wchan = self._own_schedstat = None
 
     def _run(self) -> None:
-        with self._lock:
-            self._own_schedstat = _open_proc(threading.get_native_id(), "schedstat")
         seen: object = None
         since = last = 0.0
         while not self._stop.wait(self.period):
@@ -652,8 +647,6 @@ class SlowCallbackFilter(logging.Filter):
         if report.kind in (LOAD, MACHINERY):  # not a callback's doing: a detail for debugging only
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger("asyncio").isEnabledFor(logging.DEBUG)
-        if report.kind == KERNEL:  # the machine's memory pressure, worth knowing but no code to fix
-            record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 

@@ -244,8 +244,8 @@ def test_waiting_for_another_thread_does_not_count_but_a_blocking_call_does(repo
 
 
 def test_cpu_time_the_kernel_spent_on_page_faults_is_named(reports) -> None:
-    """A callback that touches fresh memory holds the GIL in C (no sample can see it) while the kernel
-    faults the pages in: the report says how much of its CPU time that was."""
+    """A callback that touches fresh memory holds the GIL in C while the kernel faults the pages in: the report
+    says how much of its CPU time that was, and how many faults."""
     namespace: dict = {}
     source = "def touch():\n    buf = bytearray(64 << 20)\n    buf[::4096] = bytes(len(buf[::4096]))\n"
     exec(compile(source, str(ROOT / "backend" / "toucher.py"), "exec"), namespace)
@@ -257,15 +257,12 @@ def test_cpu_time_the_kernel_spent_on_page_faults_is_named(reports) -> None:
     run_guarded(main, threshold=0.005)
     [report] = [r for r in slow_reports(reports) if r.callback == "callback touch"]
     assert report.cpu is not None and report.kernel > report.cpu / 2, report.describe()
-    assert "in the kernel" in report.describe(), report.describe()
-    # no frame of ours held that time (the GIL was never free for a sample): the machine's, not a code bug
-    assert not report.sampled and report.kind == slowcallbacks.KERNEL and not report.ours
-    [record] = [r for r in reports if getattr(r, "_slow_callback", None) is report]
-    assert record.levelno == logging.INFO
+    assert f"of it in the kernel, {report.faults} page faults" in report.describe(), report.describe()
+    assert report.faults >= 1000  # 64 MiB in 4 KiB pages, or in 2 MiB ones plus the zeroing in the kernel
 
 
 def test_python_code_of_ours_that_allocates_is_still_ours(reports) -> None:
-    """Only the unsampled kernel time is excused: Python code building objects keeps being sampled and blamed."""
+    """Python code of ours building objects on the loop is sampled and blamed, whatever the kernel's share."""
     namespace: dict = {}
     source = "def build():\n    return [str(n) for n in range(600_000)]\n"
     exec(compile(source, str(ROOT / "backend" / "builder.py"), "exec"), namespace)
