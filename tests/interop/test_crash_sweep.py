@@ -69,12 +69,14 @@ def test_sigkilled_qaworkers_tree_is_gone_before_the_next_job_in_the_pool(webui,
     monitor.kill()
     worker.wait(10)
     monitor.wait(10)
-    old_tree = [p for p in old_tree if p != monitor.pid]
-    assert len(alive_pids(old_tree)) == len(old_tree)  # the crash left the job's processes running
     # The web UI gives the job up (as it does once it notices the worker is gone), then a new job comes.
     webui.api("POST", f"/api/v1/jobs/{job_id}/set_done",
               params={"result": "incomplete", "reason": "abandoned: interop test gives the job up"})
     webui.wait_job(job_id, timeout=30)
+    # The crash left the job's processes running: isotovideo and its long-lived children. The snapshot may also
+    # have caught a child os-autoinst runs only briefly (seen once: 2 of 3 still there), so go by who is alive.
+    old_tree = alive_pids([p for p in old_tree if p != monitor.pid])
+    assert pid in old_tree and len(old_tree) >= 2, old_tree
     restarted = qaworker(instance=worker.instance)
     # Registered = past the slot's start, where nothing of an earlier life may be left.
     wait_until(lambda: "registered as worker" in restarted.log(), timeout=60, message="restarted worker registered")
