@@ -135,11 +135,17 @@ class UploadProgressPoster:
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.path = f"/liveviewhandler/api/v1/jobs/{job_id}/upload_progress"
+        self.active = False  # a developer session has been started for the job
         self._last: ProgressInfo | None = None
 
+    def activate(self) -> bool:
+        """The web UI says a developer session runs; True the first time (the handler repeats it per browser)."""
+        first, self.active = not self.active, True
+        return first
+
     async def post(self, info: ProgressInfo) -> bool:
-        """Post only when the values changed; failures are logged, never raised."""
-        if info == self._last:
+        """Post only during a developer session and when the values changed; failures are logged, never raised."""
+        if not self.active or info == self._last:
             return False
         try:
             response = await self.client.request("POST", self.path, json=info.payload(), base_url=self.base_url,

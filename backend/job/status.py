@@ -91,7 +91,6 @@ class JobReporter:
         self._sent_files: set[str] = set()
         self._failed: dict[str, str] = {}  # file name -> last upload error
         self._viewers = 0
-        self._developer = False
         self._started = False
         self._stopping = False
         self._broken = False
@@ -133,14 +132,10 @@ class JobReporter:
             self._touch_live_log(False)
 
     def enable_developer_session(self) -> None:
-        first = not self._developer
-        self._developer = True
         ctx = self.ctx
         ctx.bus.publish(DeveloperSession(instance=ctx.instance, job_id=ctx.job_id, active=True))
-        if first:
-            # A round now, not at the next interval (Perl waits up to 10 s): the developer's browser gets
-            # the upload progress while the live view handler still has it connected.
-            self.trigger()
+        if self._progress.activate():  # a round now, not at the next interval (Perl waits up to 10 s): the
+            self.trigger()  # browser gets the upload progress while the live view handler still has it connected
 
     @property
     def live_viewers(self) -> int:
@@ -316,9 +311,7 @@ class JobReporter:
     # -- image and file uploads ---------------------------------------------------------------------
     async def _upload_round(self, read: ReadResult) -> None:
         images, files = dict(self._images), sorted(self._files)
-        if self._developer and not self._stopping:
-            await self._progress.post(ProgressInfo(read.upload_up_to, read.upload_up_to_current_module,
-                                                   len(files), len(images)))
+        await self._post_progress(read, len(files), len(images))
         if images or files:
             settings = self.ctx.upload_settings()
             uploader = ArtefactUploader(self.ctx.client, self.ctx.job_id, settings, self.tracker)
@@ -333,9 +326,11 @@ class JobReporter:
             self.upload_error = f"Unable to upload images: {error}"
         else:
             self.upload_error = None
-        if self._developer and not self._stopping:
-            await self._progress.post(ProgressInfo(read.upload_up_to, read.upload_up_to_current_module,
-                                                   len(self._files), len(self._images)))
+        await self._post_progress(read, len(self._files), len(self._images))
+
+    async def _post_progress(self, read: ReadResult, files: int, images: int) -> None:
+        if not self._stopping:
+            await self._progress.post(ProgressInfo(read.upload_up_to, read.upload_up_to_current_module, files, images))
 
     async def _send_image(self, uploader: ArtefactUploader, settings: UploadSettings, gate: asyncio.Semaphore,
                           md5: str, name: str) -> None:

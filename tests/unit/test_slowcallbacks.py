@@ -243,19 +243,26 @@ def test_waiting_for_another_thread_does_not_count_but_a_blocking_call_does(repo
     assert slept.kind == OURS and slept.blocking_calls >= 0.05 and "in blocking calls" in slept.describe()
 
 
+def run_as_callback(reports: list[logging.LogRecord], filename: str, name: str, body: str,
+                    threshold: float) -> SlowCallback:
+    """Run ``def name(): body`` (its code said to live in ``filename``) as a plain loop callback; its report."""
+    namespace: dict = {}
+    exec(compile(f"def {name}():\n    {body}\n", str(ROOT / filename), "exec"), namespace)
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(namespace[name])
+        await asyncio.sleep(0.05)
+
+    run_guarded(main, threshold=threshold)
+    [report] = [r for r in slow_reports(reports) if r.callback == f"callback {name}"]
+    return report
+
+
 def test_cpu_time_the_kernel_spent_on_page_faults_is_named(reports) -> None:
     """A callback that touches fresh memory holds the GIL in C while the kernel faults the pages in: the report
     says how much of its CPU time that was, and how many faults."""
-    namespace: dict = {}
-    source = "def touch():\n    buf = bytearray(64 << 20)\n    buf[::4096] = bytes(len(buf[::4096]))\n"
-    exec(compile(source, str(ROOT / "backend" / "toucher.py"), "exec"), namespace)
-
-    async def main() -> None:
-        asyncio.get_running_loop().call_soon(namespace["touch"])
-        await asyncio.sleep(0.05)
-
-    run_guarded(main, threshold=0.005)
-    [report] = [r for r in slow_reports(reports) if r.callback == "callback touch"]
+    report = run_as_callback(reports, "backend/toucher.py", "touch",
+                             "buf = bytearray(64 << 20)\n    buf[::4096] = bytes(len(buf[::4096]))", 0.005)
     assert report.cpu is not None and report.kernel > report.cpu / 2, report.describe()
     assert f"of it in the kernel, {report.faults} page faults" in report.describe(), report.describe()
     assert report.faults >= 1000  # 64 MiB in 4 KiB pages, or in 2 MiB ones plus the zeroing in the kernel
@@ -263,16 +270,7 @@ def test_cpu_time_the_kernel_spent_on_page_faults_is_named(reports) -> None:
 
 def test_python_code_of_ours_that_allocates_is_still_ours(reports) -> None:
     """Python code of ours building objects on the loop is sampled and blamed, whatever the kernel's share."""
-    namespace: dict = {}
-    source = "def build():\n    return [str(n) for n in range(600_000)]\n"
-    exec(compile(source, str(ROOT / "backend" / "builder.py"), "exec"), namespace)
-
-    async def main() -> None:
-        asyncio.get_running_loop().call_soon(namespace["build"])
-        await asyncio.sleep(0.05)
-
-    run_guarded(main, threshold=0.02)
-    [report] = [r for r in slow_reports(reports) if r.callback == "callback build"]
+    report = run_as_callback(reports, "backend/builder.py", "build", "return [str(n) for n in range(600_000)]", 0.02)
     assert report.sampled and report.ours, report.describe()
 
 
